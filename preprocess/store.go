@@ -24,7 +24,8 @@ var ErrVersionNotFound = errors.New("model version directory not found")
 
 // StoreOptions configure a Store. The zero value uses every default.
 type StoreOptions struct {
-	// PollInterval is the time between scans of the root. Default 2s.
+	// PollInterval is the time between scans of the root. Default 2s. Scans that
+	// take long (tens of thousands of models) stretch it: see scanDuty.
 	PollInterval time.Duration
 	// Concurrency bounds how many specs load in parallel. Default 4.
 	Concurrency int
@@ -86,7 +87,21 @@ func (a stamp) same(b stamp) bool {
 type Snapshot struct {
 	generation uint64
 	models     map[string]map[int64]*Entry
+	versions   map[string][]int64  // model -> sorted versions of models (read on every routing rebuild)
 	dirs       map[string]dirStamp // model directories as last read
+}
+
+func sortedVersions(models map[string]map[int64]*Entry) map[string][]int64 {
+	out := make(map[string][]int64, len(models))
+	for m, vs := range models {
+		list := make([]int64, 0, len(vs))
+		for v := range vs {
+			list = append(list, v)
+		}
+		slices.Sort(list)
+		out[m] = list
+	}
+	return out
 }
 
 // dirStamp is a model directory's stat when its versions were last read.
@@ -174,15 +189,8 @@ func (s *Snapshot) Models() []string {
 }
 
 // Versions lists a model's version numbers, ascending, with or without a spec.
-func (s *Snapshot) Versions(model string) []int64 {
-	vs := s.models[model]
-	out := make([]int64, 0, len(vs))
-	for v := range vs {
-		out = append(out, v)
-	}
-	slices.Sort(out)
-	return out
-}
+// The slice is shared: do not modify it.
+func (s *Snapshot) Versions(model string) []int64 { return s.versions[model] }
 
 // Store keeps the pipelines of every <root>/<model>/<version>/ (the tree TF
 // Serving and the modelsync sidecar share), polling for new, replaced and removed
@@ -215,21 +223,35 @@ func NewStore(root string, opts StoreOptions) *Store {
 	return s
 }
 
-// Run scans the root now and then every PollInterval until ctx is done, and
-// returns nil then. Scan failures (an unreadable root) are logged and retried;
-// the last good snapshot keeps serving.
+// scanDuty bounds the share of one core that polling the root may take: the next
+// scan starts PollInterval after the last one started, or scanDuty times the last
+// scan's duration after it ended, whichever is later. A scan stats every model
+// directory, so with 50,000 models (about half a second a scan) this stretches the
+// interval to a few seconds instead of scanning without pause; with hundreds it is
+// PollInterval.
+const scanDuty = 8
+
+func nextScanWait(interval, last time.Duration) time.Duration {
+	return max(interval-last, scanDuty*last)
+}
+
+// Run scans the root now and then every PollInterval (stretched when scans are
+// slow, see scanDuty) until ctx is done, and returns nil then. Scan failures (an
+// unreadable root) are logged and retried; the last good snapshot keeps serving.
 func (s *Store) Run(ctx context.Context) error {
-	t := time.NewTicker(s.opts.PollInterval)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
-		if err := s.Scan(ctx); err != nil && ctx.Err() == nil {
-			s.opts.Logger.Warn("preprocess: scan failed; keeping the last snapshot", "root", s.root, "err", err)
-		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
+		start := time.Now()
+		if err := s.Scan(ctx); err != nil && ctx.Err() == nil {
+			s.opts.Logger.Warn("preprocess: scan failed; keeping the last snapshot", "root", s.root, "err", err)
+		}
+		t.Reset(nextScanWait(s.opts.PollInterval, time.Since(start)))
 	}
 }
 
@@ -361,10 +383,10 @@ func (s *Store) Scan(ctx context.Context) error {
 	first := prev.generation == 0
 	if !changed && !first {
 		// Same versions; keep the new directory stamps without a new generation.
-		s.snap.Store(&Snapshot{generation: prev.generation, models: prev.models, dirs: dirs})
+		s.snap.Store(&Snapshot{generation: prev.generation, models: prev.models, versions: prev.versions, dirs: dirs})
 	}
 	if changed || first {
-		snap := &Snapshot{generation: prev.generation + 1, models: next, dirs: dirs}
+		snap := &Snapshot{generation: prev.generation + 1, models: next, versions: sortedVersions(next), dirs: dirs}
 		s.snap.Store(snap)
 		s.vocabs.retain(snap.vocabularies())
 		select {

@@ -345,3 +345,22 @@ func TestStoreSkipsUnchangedModelDirs(t *testing.T) {
 		t.Fatal("version 1's broken spec not noticed after the directory changed")
 	}
 }
+
+func TestNextScanWait(t *testing.T) {
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		name           string
+		interval, last time.Duration
+		want           time.Duration
+	}{
+		{"fast scan keeps the interval", 2 * time.Second, 10 * ms, 1990 * ms},
+		{"slow scan stretches the interval", 2 * time.Second, 500 * ms, 4 * time.Second},
+		{"scan longer than the interval", 2 * time.Second, 3 * time.Second, 24 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := nextScanWait(tc.interval, tc.last); got != tc.want {
+				t.Errorf("nextScanWait(%v, %v) = %v, want %v", tc.interval, tc.last, got, tc.want)
+			}
+		})
+	}
+}
