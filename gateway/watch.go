@@ -67,6 +67,22 @@ func (s *Server) poll() {
 	}
 }
 
+// rebuildDuty bounds the share of one core that rebuilds caused by readiness,
+// spec and signature-check changes may take: after a rebuild that took d, the next
+// such rebuild waits until rebuildDuty*d has passed since it ended. A rebuild walks
+// every model, so at 50,000 models (tens of milliseconds each) a stream of
+// signature checks finishing one by one would otherwise rebuild back to back;
+// throttled, the changes that arrive meanwhile are folded into one rebuild. At
+// small scale a rebuild takes microseconds and the wait is nothing. Config reloads
+// are not throttled.
+const rebuildDuty = 4
+
+// rebuildDelay is how long to wait before the next throttled rebuild, given how
+// long the last one took and how long ago it ended.
+func rebuildDelay(last, sinceEnd time.Duration) time.Duration {
+	return max(0, rebuildDuty*last-sinceEnd)
+}
+
 // Run watches the config file and rebuilds the routing snapshot whenever the
 // config, the backends' readiness or the preprocessing specs change, and runs
 // signature checks, until ctx is done. It returns after every goroutine it
@@ -74,12 +90,39 @@ func (s *Server) poll() {
 func (s *Server) Run(ctx context.Context) error {
 	s.sig.start(ctx)
 	defer s.sig.wait()
-	s.rebuild() // start checks that were deferred until Run
+	var lastDur time.Duration
+	var lastEnd time.Time
+	rebuild := func() {
+		start := time.Now()
+		s.rebuild()
+		lastEnd = time.Now()
+		lastDur = lastEnd.Sub(start)
+	}
+	rebuild() // start checks that were deferred until Run
 	var tick <-chan time.Time
 	if s.opts.WatchInterval > 0 {
 		t := time.NewTicker(s.opts.WatchInterval)
 		defer t.Stop()
 		tick = t.C
+	}
+	var throttle *time.Timer
+	var throttled <-chan time.Time
+	defer func() {
+		if throttle != nil {
+			throttle.Stop()
+		}
+	}()
+	request := func() {
+		if throttled != nil {
+			return // already scheduled: this change is folded into it
+		}
+		d := rebuildDelay(lastDur, time.Since(lastEnd))
+		if d == 0 {
+			rebuild()
+			return
+		}
+		throttle = time.NewTimer(d)
+		throttled = throttle.C
 	}
 	for {
 		select {
@@ -88,11 +131,14 @@ func (s *Server) Run(ctx context.Context) error {
 		case <-tick:
 			s.poll()
 		case <-s.opts.Backends.Changes():
-			s.rebuild()
+			request()
 		case <-s.opts.Specs.Changes():
-			s.rebuild()
+			request()
 		case <-s.rebuildCh:
-			s.rebuild()
+			request()
+		case <-throttled:
+			throttled = nil
+			rebuild()
 		}
 	}
 }
