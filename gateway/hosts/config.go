@@ -31,11 +31,22 @@ type PoolConfig struct {
 	Consul *ConsulPool `yaml:"consul"`
 }
 
-// ReadinessConfig is how hosts are polled with GetModelStatus.
+// ReadinessConfig is how hosts are polled with GetModelStatus. Each interval a
+// host is polled for its priority models (not answered yet, a wanted version it
+// lacks, a call that got NOT_FOUND) and for the next interval x
+// max_polls_per_second models of a round-robin resync of the rest.
 type ReadinessConfig struct {
-	// Interval between polls of every (host, model). Default: 1s.
+	// Interval between poll rounds. Default: 1s.
 	Interval time.Duration `yaml:"interval"`
-	// Concurrency bounds the GetModelStatus calls in flight. Default: 16.
+	// MaxPollsPerSecond caps the resync polls per host per second, so a full
+	// resync of N models takes N / max_polls_per_second seconds; with at most
+	// interval x max_polls_per_second models every (host, model) is polled every
+	// interval. Priority polls come on top. Default: 1000 (a resync of 50,000 models
+	// in 50 s for about 5% of a gateway core per host; every model every second up
+	// to 1,000 models).
+	MaxPollsPerSecond int `yaml:"max_polls_per_second"`
+	// Concurrency bounds the GetModelStatus calls in flight, all hosts together.
+	// Default: 16.
 	Concurrency int `yaml:"concurrency"`
 	// Timeout bounds one GetModelStatus call. Default: 2s.
 	Timeout time.Duration `yaml:"timeout"`
@@ -105,7 +116,7 @@ const DefaultMsgSize = 256 << 20
 func DefaultConfig() Config {
 	return Config{
 		ConsulWaitTime: discovery.DefaultWaitTime,
-		Readiness:      ReadinessConfig{Interval: time.Second, Concurrency: 16, Timeout: 2 * time.Second, FailureThreshold: 2},
+		Readiness:      ReadinessConfig{Interval: time.Second, MaxPollsPerSecond: 1000, Concurrency: 16, Timeout: 2 * time.Second, FailureThreshold: 2},
 		Retry:          RetryConfig{MaxAttempts: 2, MinRemaining: 10 * time.Millisecond},
 		Ejection:       EjectionConfig{ConsecutiveFailures: 3, BaseDuration: time.Second, MaxDuration: 30 * time.Second},
 		Hedging:        HedgingConfig{Delay: 50 * time.Millisecond, BudgetPercent: 5},
@@ -191,6 +202,9 @@ func (c Config) Validate() error {
 	}
 	if c.Readiness.Interval < 10*time.Millisecond {
 		bad("readiness.interval %v: want at least 10ms", c.Readiness.Interval)
+	}
+	if c.Readiness.MaxPollsPerSecond < 1 || c.Readiness.MaxPollsPerSecond > 1_000_000 {
+		bad("readiness.max_polls_per_second %d: want 1 to 1000000 (per host)", c.Readiness.MaxPollsPerSecond)
 	}
 	if c.Readiness.Concurrency < 1 {
 		bad("readiness.concurrency %d: want at least 1", c.Readiness.Concurrency)

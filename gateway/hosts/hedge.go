@@ -48,7 +48,7 @@ var (
 // returns the host whose result it returns.
 func hedged[T any](m *Manager, ctx context.Context, pools []string, k versionKey, h *host, tried *[]*host, call func(context.Context, *host) (T, error)) (T, *host, error) {
 	if !m.cfg.Hedging.Enabled {
-		res, err := once(m, ctx, h, call)
+		res, err := once(m, ctx, h, k.model, call)
 		return res, h, err
 	}
 	m.hedge.onCall()
@@ -61,7 +61,7 @@ func hedged[T any](m *Manager, ctx context.Context, pools []string, k versionKey
 	defer cancel()
 	ch := make(chan result, 2)
 	run := func(h *host) {
-		res, err := once(m, cctx, h, call)
+		res, err := once(m, cctx, h, k.model, call)
 		ch <- result{res, h, err}
 	}
 	go run(h)

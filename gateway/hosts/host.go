@@ -29,10 +29,22 @@ type host struct {
 	// ejections since the last success (the backoff exponent).
 	failures  int
 	ejections int
+	// notFound: models a call got NOT_FOUND for since the last poll round (the
+	// readiness view is behind the host); drained into pending by the poller.
+	// Guarded by mu; at most one entry per served model.
+	notFound map[string]struct{}
 
 	// readiness, owned by the manager's mutex: model -> AVAILABLE versions.
 	avail        map[string][]int64
 	pollFailures map[string]int
+	// pending: models polled every round until the host answers (never answered,
+	// versions dropped after failures, or a call got NOT_FOUND). Subset of models.
+	pending map[string]struct{}
+	// cursor is the resync round-robin position in the manager's sorted models.
+	cursor int
+	// deadRounds counts consecutive poll rounds in which every poll of this host
+	// failed at the transport level.
+	deadRounds int
 }
 
 func newHost(addr string, conn *grpc.ClientConn) *host {
@@ -43,7 +55,34 @@ func newHost(addr string, conn *grpc.ClientConn) *host {
 		ms:           servingpb.NewModelServiceClient(conn),
 		avail:        map[string][]int64{},
 		pollFailures: map[string]int{},
+		pending:      map[string]struct{}{},
+		notFound:     map[string]struct{}{},
 	}
+}
+
+// markNotFound records that a call for model got NOT_FOUND, so the next poll round
+// re-polls it; max bounds the set (the number of served models).
+func (h *host) markNotFound(model string, max int) {
+	h.mu.Lock()
+	if len(h.notFound) < max {
+		h.notFound[model] = struct{}{}
+	}
+	h.mu.Unlock()
+}
+
+// takeNotFound returns and clears the NOT_FOUND marks.
+func (h *host) takeNotFound() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.notFound) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(h.notFound))
+	for model := range h.notFound {
+		out = append(out, model)
+	}
+	clear(h.notFound)
+	return out
 }
 
 // acquire registers an in-flight call; false when the connection is closed.

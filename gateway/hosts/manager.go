@@ -59,6 +59,15 @@ type Manager struct {
 	ready   chan struct{}
 	hedge   *budget
 
+	// quota is the resync polls per host per interval tick.
+	quota int
+	// wants: versions asked for by Want and not yet AVAILABLE on any host; at most
+	// wantsPerModel times the number of models. Guarded by wantMu (never held
+	// while taking mu).
+	wantMu  sync.Mutex
+	wants   map[versionKey]struct{}
+	nModels atomic.Int64
+
 	mu        sync.Mutex
 	models    []string
 	members   map[string][]string // pool -> addrs from discovery
@@ -119,6 +128,8 @@ func New(cfg Config, opts Options) (*Manager, error) {
 		members:   map[string][]string{},
 		delivered: map[string]bool{},
 		hosts:     map[string]*host{},
+		quota:     resyncQuota(cfg.Readiness),
+		wants:     map[versionKey]struct{}{},
 	}
 	m.snap.Store(emptyReadiness())
 	newDisc := opts.NewDiscoverer
@@ -210,13 +221,25 @@ func (m *Manager) SetModels(models []string) {
 	ms = slices.Compact(ms)
 	m.mu.Lock()
 	changed := !slices.Equal(ms, m.models)
+	old := m.models
 	m.models = ms
+	m.nModels.Store(int64(len(ms)))
 	if changed {
 		for _, h := range m.hosts {
 			for model := range h.avail {
 				if _, ok := slices.BinarySearch(ms, model); !ok {
 					delete(h.avail, model)
 					delete(h.pollFailures, model)
+				}
+			}
+			for model := range h.pending {
+				if _, ok := slices.BinarySearch(ms, model); !ok {
+					delete(h.pending, model)
+				}
+			}
+			for _, model := range ms {
+				if _, ok := slices.BinarySearch(old, model); !ok {
+					h.pending[model] = struct{}{} // new: poll at once
 				}
 			}
 		}
@@ -236,7 +259,10 @@ func (m *Manager) Snapshot() *Readiness { return m.snap.Load() }
 func (m *Manager) Changes() <-chan struct{} { return m.changes }
 
 // Ready is closed once every pool's discovery has reported and a readiness poll
-// round has completed after that.
+// round has completed after that. Every (host, model) not yet answered is in that
+// round's priority set, so it means every pair was polled once (answered or
+// failed), except that a host failing at the transport level stops being polled
+// for the rest of the round (it stays pending).
 func (m *Manager) Ready() <-chan struct{} { return m.ready }
 
 // WaitReady waits for Ready or ctx.
@@ -286,7 +312,11 @@ func (m *Manager) setPool(pool string, eps []discovery.Endpoint) {
 			m.log.Error("cannot create backend connection", "addr", a, "err", err)
 			continue
 		}
-		m.hosts[a] = newHost(a, conn)
+		h := newHost(a, conn)
+		for _, model := range m.models {
+			h.pending[model] = struct{}{} // never answered: poll at once
+		}
+		m.hosts[a] = h
 		added = true
 		m.log.Info("backend host added", "addr", a, "pool", pool)
 	}
@@ -316,140 +346,6 @@ func (m *Manager) rebuild() {
 		default:
 		}
 	}
-}
-
-type pollResult struct {
-	h     *host
-	model string
-	vs    []int64
-	err   error
-}
-
-func (m *Manager) pollLoop(ctx context.Context) error {
-	t := time.NewTicker(m.cfg.Readiness.Interval)
-	defer t.Stop()
-	for {
-		m.mu.Lock()
-		allDelivered := len(m.delivered) == len(m.disc)
-		m.mu.Unlock()
-		m.pollOnce(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if allDelivered {
-			m.mu.Lock()
-			if !m.readyDone {
-				m.readyDone = true
-				close(m.ready)
-			}
-			m.mu.Unlock()
-		}
-		if ne := m.snap.Load().nextExpiry; ne != 0 && m.now().UnixNano() >= ne {
-			m.rebuild() // an ejection ended
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		case <-m.pollNow:
-		}
-	}
-}
-
-// pollOnce asks every host for every model's status, bounded by the concurrency
-// setting, and applies the results.
-func (m *Manager) pollOnce(ctx context.Context) {
-	m.mu.Lock()
-	models := m.models
-	hs := make([]*host, 0, len(m.hosts))
-	for _, h := range m.hosts {
-		hs = append(hs, h)
-	}
-	m.mu.Unlock()
-	if len(models) == 0 || len(hs) == 0 {
-		return
-	}
-	results := make([]pollResult, 0, len(models)*len(hs))
-	var rmu sync.Mutex
-	g := errgroup.Group{}
-	g.SetLimit(m.cfg.Readiness.Concurrency)
-	for _, h := range hs {
-		for _, model := range models {
-			if ctx.Err() != nil {
-				break
-			}
-			g.Go(func() error {
-				vs, err := m.pollModel(ctx, h, model)
-				rmu.Lock()
-				results = append(results, pollResult{h, model, vs, err})
-				rmu.Unlock()
-				return nil
-			})
-		}
-	}
-	_ = g.Wait()
-	if ctx.Err() != nil {
-		return
-	}
-	changed := false
-	m.mu.Lock()
-	for _, r := range results {
-		if m.hosts[r.h.addr] != r.h {
-			continue // removed meanwhile
-		}
-		if _, ok := slices.BinarySearch(m.models, r.model); !ok {
-			continue
-		}
-		old, had := r.h.avail[r.model]
-		switch {
-		case r.err == nil:
-			r.h.pollFailures[r.model] = 0
-			if !had || !slices.Equal(old, r.vs) {
-				r.h.avail[r.model] = r.vs
-				changed = true
-			}
-		default:
-			m.met.pollErrors.Add(ctx, 1)
-			r.h.pollFailures[r.model]++
-			if r.h.pollFailures[r.model] >= m.cfg.Readiness.FailureThreshold && had {
-				delete(r.h.avail, r.model)
-				changed = true
-				m.log.Warn("readiness poll failing; host's versions dropped",
-					"addr", r.h.addr, "model", r.model, "err", r.err)
-			}
-		}
-	}
-	m.mu.Unlock()
-	if changed {
-		m.rebuild()
-	}
-}
-
-// pollModel returns the AVAILABLE versions of model on h (none when the host does
-// not know the model).
-func (m *Manager) pollModel(ctx context.Context, h *host, model string) ([]int64, error) {
-	if h.isClosed() {
-		return nil, ErrClosed
-	}
-	ctx, cancel := context.WithTimeout(ctx, m.cfg.Readiness.Timeout)
-	defer cancel()
-	resp, err := h.ms.GetModelStatus(ctx, &servingpb.GetModelStatusRequest{
-		ModelSpec: &servingpb.ModelSpec{Name: model},
-	})
-	if status.Code(err) == codes.NotFound {
-		return []int64{}, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	vs := []int64{}
-	for _, s := range resp.GetModelVersionStatus() {
-		if s.GetState() == servingpb.ModelVersionStatus_AVAILABLE {
-			vs = append(vs, s.GetVersion())
-		}
-	}
-	slices.Sort(vs)
-	return slices.Compact(vs), nil
 }
 
 // Predict sends req to a host in the first of pools that has req's version
@@ -563,7 +459,7 @@ func invoke[T any](m *Manager, ctx context.Context, method string, pools []strin
 }
 
 // once runs one call on an acquired host and accounts for the outcome.
-func once[T any](m *Manager, ctx context.Context, h *host, call func(context.Context, *host) (T, error)) (T, error) {
+func once[T any](m *Manager, ctx context.Context, h *host, model string, call func(context.Context, *host) (T, error)) (T, error) {
 	defer h.release()
 	res, err := call(ctx, h)
 	if err == nil {
@@ -577,6 +473,8 @@ func once[T any](m *Manager, ctx context.Context, h *host, call func(context.Con
 			m.rebuild()
 		}
 	} else if retry && status.Code(err) == codes.NotFound {
+		// The host no longer has what readiness says it has: re-poll it now.
+		h.markNotFound(model, int(m.nModels.Load()))
 		m.kickPoll()
 	}
 	return res, err
