@@ -18,7 +18,8 @@ func TestDecode(t *testing.T) {
 		check   func(t *testing.T, c Config)
 	}{
 		{name: "defaults", yaml: "pools: {gpu: {static: ['h:1']}}", check: func(t *testing.T, c Config) {
-			if c.MaxRecvMsgSize != 256<<20 || c.Retry.MaxAttempts != 2 || c.Hedging.Enabled || c.Readiness.Interval != time.Second {
+			if c.MaxRecvMsgSize != 256<<20 || c.Retry.MaxAttempts != 2 || c.Hedging.Enabled || c.Readiness.Interval != time.Second ||
+				c.Readiness.MaxPollsPerSecond != 1000 {
 				t.Errorf("defaults not applied: %+v", c)
 			}
 		}},
@@ -27,15 +28,18 @@ pools:
   gpu: {consul: {service: tfs, tag: gpu}}
   cpu: {consul: {service: tfs, tag: cpu}}
 consul: {address: "127.0.0.1:8500", token: x}
-readiness: {interval: 250ms, concurrency: 4}
+readiness: {interval: 250ms, concurrency: 4, max_polls_per_second: 200}
 hedging: {enabled: true, delay: 30ms, budget_percent: 2}
 `, check: func(t *testing.T, c Config) {
-			if c.Pools["gpu"].Consul.Tag != "gpu" || c.Readiness.Interval != 250*time.Millisecond || c.Readiness.Timeout != 2*time.Second || !c.Hedging.Enabled {
+			if c.Pools["gpu"].Consul.Tag != "gpu" || c.Readiness.Interval != 250*time.Millisecond ||
+				c.Readiness.MaxPollsPerSecond != 200 || resyncQuota(c.Readiness) != 50 || c.Readiness.Timeout != 2*time.Second || !c.Hedging.Enabled {
 				t.Errorf("decoded %+v", c)
 			}
 		}},
 		{name: "unknown field", yaml: "pools: {gpu: {static: ['h:1']}}\nretires: {}", wantErr: []string{"retires"}},
 		{name: "no pools", yaml: "", wantErr: []string{"at least one pool"}},
+		{name: "polls per second too high", yaml: "pools: {gpu: {static: ['h:1']}}\nreadiness: {max_polls_per_second: 2000000}",
+			wantErr: []string{"readiness.max_polls_per_second 2000000"}},
 		{name: "every problem at once", yaml: `
 pools:
   both: {static: ['h:1'], consul: {service: s}}
@@ -43,12 +47,12 @@ pools:
   badaddr: {static: ['nohost', 'h:0']}
   noservice: {consul: {tag: gpu}}
 consul: {scheme: ftp}
-readiness: {interval: 1ms, concurrency: 0}
+readiness: {interval: 1ms, concurrency: 0, max_polls_per_second: 0}
 retry: {max_attempts: 9}
 ejection: {base_duration: 2s, max_duration: 1s}
 hedging: {budget_percent: 200}
 `, wantErr: []string{`pool "both"`, `pool "none"`, `"nohost"`, `"h:0"`, `pool "noservice"`, "ftp",
-			"readiness.interval", "readiness.concurrency", "retry.max_attempts", "ejection", "budget_percent"}},
+			"readiness.interval", "readiness.concurrency", "readiness.max_polls_per_second", "retry.max_attempts", "ejection", "budget_percent"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Decode([]byte(tc.yaml))

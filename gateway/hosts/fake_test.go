@@ -33,7 +33,8 @@ type fakeTFS struct {
 
 	mu       sync.Mutex
 	versions map[string][]int64
-	started  chan struct{} // receives when a Predict starts (if non-nil)
+	polls    map[string]int // GetModelStatus calls per model
+	started  chan struct{}  // receives when a Predict starts (if non-nil)
 }
 
 func startFake(t *testing.T, versions map[string][]int64) *fakeTFS { return startFakeB(t, versions) }
@@ -58,6 +59,17 @@ func (f *fakeTFS) setVersions(model string, vs ...int64) {
 	f.mu.Unlock()
 }
 
+// pollCounts returns a copy of the GetModelStatus calls per model so far.
+func (f *fakeTFS) pollCounts() map[string]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[string]int, len(f.polls))
+	for k, v := range f.polls {
+		out[k] = v
+	}
+	return out
+}
+
 func (f *fakeTFS) has(model string, v int64) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -67,6 +79,10 @@ func (f *fakeTFS) has(model string, v int64) bool {
 func (f *fakeTFS) GetModelStatus(_ context.Context, req *servingpb.GetModelStatusRequest) (*servingpb.GetModelStatusResponse, error) {
 	f.mu.Lock()
 	vs, ok := f.versions[req.GetModelSpec().GetName()]
+	if f.polls == nil {
+		f.polls = map[string]int{}
+	}
+	f.polls[req.GetModelSpec().GetName()]++
 	f.mu.Unlock()
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "Servable not found for request: Latest(%s)", req.GetModelSpec().GetName())

@@ -61,6 +61,9 @@ type Manager struct {
 
 	// quota is the resync polls per host per interval tick.
 	quota int
+	// prioBatch is the priority polls per host in the next round after one that
+	// left priority work (0: minPriorityBatch). Owned by the poller.
+	prioBatch int
 	// wants: versions asked for by Want and not yet AVAILABLE on any host; at most
 	// wantsPerModel times the number of models. Guarded by wantMu (never held
 	// while taking mu).

@@ -19,10 +19,11 @@ import (
 const (
 	// wantsPerModel bounds Want's set to this many versions per served model.
 	wantsPerModel = 4
-	// minPriorityBatch is the least number of priority polls per host in one round;
-	// more pending than that (start-up, a host joining) is spread over back-to-back
+	// minPriorityBatch is the least number of priority polls per host in one round.
+	// More pending than that (start-up, a host joining) is spread over back-to-back
 	// rounds, each publishing what it learnt, so models become routable as they are
-	// polled rather than all at the end.
+	// polled rather than all at the end; the batch doubles with each such round, so
+	// 50,000 models take 5 rounds (and 5 snapshot rebuilds), not 25.
 	minPriorityBatch = 2048
 )
 
@@ -138,7 +139,7 @@ func (m *Manager) pollRound(ctx context.Context, resync bool) (complete bool) {
 	})
 	var jobs []pollJob
 	truncated := map[*host]bool{}
-	batch := max(minPriorityBatch, m.quota)
+	batch := max(minPriorityBatch, m.quota, m.prioBatch)
 	for _, h := range hs {
 		urgent := map[string]bool{}
 		for _, model := range h.takeNotFound() {
@@ -153,15 +154,16 @@ func (m *Manager) pollRound(ctx context.Context, resync bool) (complete bool) {
 		}
 		prio := slices.Sorted(maps.Keys(urgent))
 		var rest []string
-		for model := range h.pending {
-			if !urgent[model] {
-				rest = append(rest, model)
+		room := max(0, batch-len(prio))
+		for model := range h.pending { // any order: all are polled within a few rounds
+			if urgent[model] {
+				continue
 			}
-		}
-		slices.Sort(rest)
-		if n := len(prio) + len(rest); n > batch {
-			truncated[h] = true
-			rest = rest[:max(0, batch-len(prio))]
+			if len(rest) == room {
+				truncated[h] = true
+				break
+			}
+			rest = append(rest, model)
 		}
 		polled := make(map[string]bool, len(prio)+len(rest))
 		for _, model := range append(prio, rest...) {
@@ -220,6 +222,11 @@ func (m *Manager) pollRound(ctx context.Context, resync bool) (complete bool) {
 		if !down[h].Load() { // a host that is down waits for the next tick
 			complete = false
 		}
+	}
+	if complete {
+		m.prioBatch = 0
+	} else {
+		m.prioBatch = 2 * batch
 	}
 	if m.apply(ctx, results) {
 		m.rebuild()
