@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -17,7 +18,8 @@ import (
 )
 
 const (
-	// wantsPerModel bounds Want's set to this many versions per served model.
+	// wantsPerModel bounds Want's set to this many keys per served model (in total,
+	// not per model).
 	wantsPerModel = 4
 	// minPriorityBatch is the least number of priority polls per host in one round.
 	// More pending than that (start-up, a host joining) is spread over back-to-back
@@ -38,10 +40,11 @@ func resyncQuota(rc ReadinessConfig) int {
 // knows should appear (it has its preprocessing spec but no host). It is cheap and
 // never blocks on polling (it takes only a small lock of its own), may be called
 // repeatedly for the same key, and kicks a poll round when the key is new. The
-// set holds at most 4 wanted versions per model given to SetModels; keys beyond
-// that are ignored (the budgeted resync still finds them), and keys whose model
-// is not in SetModels are dropped at the next round. A key is dropped once some
-// host reports it AVAILABLE.
+// set holds at most 4 x (models given to SetModels) keys; keys beyond that are
+// ignored (the budgeted resync still finds them), and keys whose model is not in
+// SetModels are dropped at the next round. A key is dropped once some host
+// reports it AVAILABLE (it is routable then; other hosts get it by resync).
+// Wanting a version that is already routable does nothing.
 func (m *Manager) Want(model string, version int64) {
 	k := versionKey{model, version}
 	if len(m.snap.Load().ready[k]) > 0 {
@@ -128,15 +131,7 @@ func (m *Manager) pollRound(ctx context.Context, resync bool) (complete bool) {
 
 	m.mu.Lock()
 	models := m.models
-	hs := slices.SortedFunc(maps.Values(m.hosts), func(a, b *host) int {
-		switch {
-		case a.addr < b.addr:
-			return -1
-		case a.addr > b.addr:
-			return 1
-		}
-		return 0
-	})
+	hs := slices.SortedFunc(maps.Values(m.hosts), func(a, b *host) int { return strings.Compare(a.addr, b.addr) })
 	var jobs []pollJob
 	truncated := map[*host]bool{}
 	batch := max(minPriorityBatch, m.quota, m.prioBatch)
