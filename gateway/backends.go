@@ -18,6 +18,10 @@ type Backends interface {
 	GetModelMetadata(ctx context.Context, pools []string, req *servingpb.GetModelMetadataRequest) (*servingpb.GetModelMetadataResponse, string, error)
 	// SetModels names the models the gateway serves, for readiness polling.
 	SetModels(models []string)
+	// Want says the gateway would route the version once a host has it (its spec
+	// loaded, or it is named by the config), so readiness should look for it now
+	// rather than in the next budgeted resync. Cheap, non-blocking, repeatable.
+	Want(model string, version int64)
 	// Changes receives a value when readiness changed (coalesced).
 	Changes() <-chan struct{}
 	// AvailableHosts are the healthy hosts of pools reporting the version

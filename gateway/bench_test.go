@@ -66,6 +66,7 @@ func (f *fakeBackends) GetModelMetadata(ctx context.Context, pools []string, req
 }
 
 func (f *fakeBackends) SetModels([]string)                              {}
+func (f *fakeBackends) Want(string, int64)                              {}
 func (f *fakeBackends) Changes() <-chan struct{}                        { return f.changes }
 func (f *fakeBackends) AvailableHosts(string, int64, []string) []string { return []string{"fake:1"} }
 

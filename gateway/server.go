@@ -232,8 +232,25 @@ func (s *Server) rebuildLocked() {
 	st := &buildState{s: s, cfg: cfg, pipes: map[vkey]*preprocess.Pipeline{}, why: map[vkey]error{}}
 	for name, m := range cfg.Models {
 		versions := s.opts.Specs.Versions(name)
-		for _, v := range versions {
+		newest := true // no newer version with a spec is on a host
+		for i := len(versions) - 1; i >= 0; i-- {
+			v := versions[i]
 			st.consider(name, v, m.Pools)
+			switch {
+			case len(s.opts.Backends.AvailableHosts(name, v, m.Pools)) > 0:
+				newest = false
+			case newest && st.why[vkey{name, v}] == nil:
+				// A new version whose spec arrived first: ask readiness to look for
+				// it now. Older versions without a host are on their way out (TF
+				// Serving's version policy unloaded them) and are left to the
+				// budgeted resync.
+				s.opts.Backends.Want(name, v)
+			}
+		}
+		for _, v := range m.NamedVersions() { // wanted on a host whatever their age
+			if len(s.opts.Backends.AvailableHosts(name, v, m.Pools)) == 0 {
+				s.opts.Backends.Want(name, v)
+			}
 		}
 	}
 	routes := route.Build(cfg, st, s.gen.Load(), route.BuildOptions{Rand: s.opts.Rand})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -104,6 +105,25 @@ type Model struct {
 	Name string `yaml:"-"`
 	// DefaultVersion is Default parsed as a version (0 when Default is a label).
 	DefaultVersion int64 `yaml:"-"`
+}
+
+// NamedVersions are the versions the model's default, labels and experiment arms
+// name (after Parse), ascending, without duplicates.
+func (m *Model) NamedVersions() []int64 {
+	var vs []int64
+	if m.DefaultVersion > 0 {
+		vs = append(vs, m.DefaultVersion)
+	}
+	for _, v := range m.Labels {
+		vs = append(vs, v.N)
+	}
+	if m.Experiment != nil {
+		for _, a := range m.Experiment.Arms {
+			vs = append(vs, a.Version.N)
+		}
+	}
+	slices.Sort(vs)
+	return slices.Compact(vs)
 }
 
 // Experiment is a weighted split of a model's default traffic.
