@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -132,6 +133,9 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) error {
 	}
 	dialOpts := append([]grpc.DialOption{
 		grpc.WithStaticStreamWindowSize(flowControlWindow), grpc.WithStaticConnWindowSize(flowControlWindow),
+		// hosts.Manager retries on another host itself; grpc-go's own retry layer
+		// would only buffer every request for a replay that never comes.
+		grpc.WithDisableRetry(),
 	}, deps.DialOptions...)
 	mgr, err := hosts.New(first.Hosts, hosts.Options{Logger: log, MeterProvider: deps.MeterProvider, DialOptions: dialOpts})
 	if err != nil {
@@ -172,6 +176,9 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) error {
 		grpc.MaxSendMsgSize(cfg.MaxSendMsgSize),
 		grpc.ForceServerCodecV2(srv.codec),
 		grpc.StaticStreamWindowSize(flowControlWindow), grpc.StaticConnWindowSize(flowControlWindow),
+		// Serve streams on a fixed set of goroutines instead of a new one per
+		// request, whose stack grows afresh every time (6% of the CPU in profiles).
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 	}, deps.ServerOptions...)...)
 	tfgatev1.RegisterGatewayServiceServer(gs, srv)
 	hs := health.NewServer()
