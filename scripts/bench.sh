@@ -449,7 +449,7 @@ else
       --workload "$ROOT/deploy/local/workload-scale.yaml" --model "cust-$((n - 1))"
     { echo "models:"; tail -n +2 "$out/routing-models.yaml"; } >"$out/models.yaml"
     t0=$SECONDS
-    if ! GW_READINESS="{interval: 30s, concurrency: 64}" start_gateway "gw-scale-$n" "$out/root" "$out/models.yaml" "$port"; then
+    if ! start_gateway "gw-scale-$n" "$out/root" "$out/models.yaml" "$port"; then
       row scale "$n models" - - - - - - - "gateway did not start (see logs/gw-scale-$n.log)"
       stop "sim-scale-$n"
       continue
