@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -240,14 +241,13 @@ func (s *Server) Reload(ctx context.Context, cfg *servingpb.ModelServerConfig) e
 	return mgr.reload(ctx, cfg, false)
 }
 
-// pollConfigFile re-reads --model_config_file and applies it when it changes.
+// pollConfigFile re-reads --model_config_file and applies it when it differs from
+// last, the config applied before (at start: the one the server started with, so
+// an edit made between start and the first poll is not mistaken for the baseline).
 func (s *Server) pollConfigFile(ctx context.Context, mgr *manager, last *servingpb.ModelServerConfig) {
 	t := time.NewTicker(s.cfg.ModelConfigFilePollWait)
 	defer t.Stop()
-	lastText := ""
-	if b, err := readFileLimited(s.cfg.ModelConfigFile); err == nil {
-		lastText = string(b)
-	}
+	lastText := "" // the text last parsed; the first poll always parses
 	for {
 		select {
 		case <-ctx.Done():
@@ -268,10 +268,13 @@ func (s *Server) pollConfigFile(ctx context.Context, mgr *manager, last *serving
 			s.log.Error("model config file is invalid; keeping the current config", "path", s.cfg.ModelConfigFile, "err", err)
 			continue
 		}
+		if proto.Equal(c, last) {
+			continue
+		}
+		last = c
 		if err := mgr.reload(ctx, c, false); err != nil {
 			s.log.Error("reloading model config file failed", "path", s.cfg.ModelConfigFile, "err", err)
 		}
-		_ = last
 	}
 }
 
