@@ -15,8 +15,11 @@ type metrics struct {
 	ejections  metric.Int64Counter
 	retries    metric.Int64Counter
 	pollErrors metric.Int64Counter
+	polls      metric.Int64Counter
+	wanted     metric.Int64ObservableGauge
 	hedges     metric.Int64Counter
 	methods    map[string]attribute.Set
+	pollKind   map[bool]attribute.Set // priority -> kind attribute
 }
 
 func newMetrics(mp metric.MeterProvider) (*metrics, error) {
@@ -28,6 +31,10 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		methods: map[string]attribute.Set{
 			"Predict":          attribute.NewSet(attribute.String("method", "Predict")),
 			"GetModelMetadata": attribute.NewSet(attribute.String("method", "GetModelMetadata")),
+		},
+		pollKind: map[bool]attribute.Set{
+			true:  attribute.NewSet(attribute.String("kind", "priority")),
+			false: attribute.NewSet(attribute.String("kind", "resync")),
 		},
 	}
 	var err error
@@ -51,6 +58,14 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 		metric.WithDescription("Failed GetModelStatus polls.")); err != nil {
 		return nil, err
 	}
+	if mt.polls, err = mt.meter.Int64Counter("tfgate.hosts.readiness.polls",
+		metric.WithDescription("GetModelStatus polls sent, by kind (priority, resync).")); err != nil {
+		return nil, err
+	}
+	if mt.wanted, err = mt.meter.Int64ObservableGauge("tfgate.hosts.readiness.wanted",
+		metric.WithDescription("Versions the gateway waits for that no host reports AVAILABLE yet (polled every round).")); err != nil {
+		return nil, err
+	}
 	if mt.hedges, err = mt.meter.Int64Counter("tfgate.hosts.hedges",
 		metric.WithDescription("Hedged backend calls, by outcome (sent, won).")); err != nil {
 		return nil, err
@@ -71,6 +86,10 @@ func (mt *metrics) register(m *Manager) (metric.Registration, error) {
 				attribute.String("pool", pool), attribute.String("state", "ejected")))
 		}
 		o.ObserveInt64(mt.entries, int64(r.entries))
+		m.wantMu.Lock()
+		n := len(m.wants)
+		m.wantMu.Unlock()
+		o.ObserveInt64(mt.wanted, int64(n))
 		return nil
-	}, mt.hosts, mt.entries)
+	}, mt.hosts, mt.entries, mt.wanted)
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -97,8 +98,9 @@ func (m *Manager) pollLoop(ctx context.Context) error {
 }
 
 type pollJob struct {
-	h     *host
-	model string
+	h        *host
+	model    string
+	priority bool // from the priority set, not the budgeted resync
 }
 
 type pollResult struct {
@@ -163,7 +165,7 @@ func (m *Manager) pollRound(ctx context.Context, resync bool) (complete bool) {
 		polled := make(map[string]bool, len(prio)+len(rest))
 		for _, model := range append(prio, rest...) {
 			polled[model] = true
-			jobs = append(jobs, pollJob{h, model})
+			jobs = append(jobs, pollJob{h, model, true})
 		}
 		if resync && len(models) > 0 {
 			q, i := m.quota, 0
@@ -172,7 +174,7 @@ func (m *Manager) pollRound(ctx context.Context, resync bool) (complete bool) {
 				if polled[model] {
 					continue // polled above; costs no budget
 				}
-				jobs = append(jobs, pollJob{h, model})
+				jobs = append(jobs, pollJob{h, model, false})
 				q--
 			}
 			h.cursor = (h.cursor + i) % len(models)
@@ -241,8 +243,12 @@ func (m *Manager) apply(ctx context.Context, results []pollResult) (changed bool
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, r := range results {
-		if r.h == nil || r.skipped || m.hosts[r.h.addr] != r.h || !served(m.models, r.model) {
-			continue // not sent, host removed or model dropped meanwhile
+		if r.h == nil || r.skipped {
+			continue // not sent
+		}
+		m.met.polls.Add(ctx, 1, metric.WithAttributeSet(m.met.pollKind[r.priority]))
+		if m.hosts[r.h.addr] != r.h || !served(m.models, r.model) {
+			continue // host removed or model dropped meanwhile
 		}
 		t := tallies[r.h]
 		if t == nil {
