@@ -75,6 +75,16 @@ func TestGroup(t *testing.T) {
 		}
 	})
 	t.Run("stats list each batcher", func(t *testing.T) {
+		// A batch's goroutine accounts for it after handing out the results, so the
+		// callers may return a moment before the batcher looks idle.
+		waitFor(t, "batchers idle", func() bool {
+			for _, s := range g.Stats() {
+				if s.InFlight != 0 {
+					return false
+				}
+			}
+			return true
+		})
 		st := g.Stats()
 		if len(st) != 2 {
 			t.Fatalf("Stats() = %+v, want 2 batchers", st)
