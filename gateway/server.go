@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -255,6 +256,15 @@ func (s *Server) rebuildLocked() {
 	}
 	routes := route.Build(cfg, st, s.gen.Load(), route.BuildOptions{Rand: s.opts.Rand})
 	s.snap.Store(&snapshot{routes: routes, pipes: st.pipes})
+	// Batchers of versions that are gone (no longer in the config, in the spec store
+	// or on any host) are closed, after sending what they hold.
+	if n := s.group.Retain(func(model string, v int64) bool {
+		m := cfg.Models[model]
+		return m != nil && (slices.Contains(s.opts.Specs.Versions(model), v) ||
+			len(s.opts.Backends.AvailableHosts(model, v, m.Pools)) > 0)
+	}); n > 0 {
+		s.log.Info("gateway: closed the batchers of versions no longer served", "batchers", n)
+	}
 }
 
 // triggerRebuild asks the Run loop for a rebuild (coalesced).

@@ -102,17 +102,22 @@ func (g *Group) retire(b *Batcher) {
 	}()
 }
 
-// Forget closes and drops the batchers of a model version that is no longer served
-// (their queued requests are still sent).
-func (g *Group) Forget(model string, version int64) {
+// Retain closes and drops the batchers of the model versions keep rejects (their
+// queued requests are still sent) and returns how many it dropped. The gateway
+// calls it after each routing rebuild so that batchers of versions that are gone
+// (rebuilt daily, 50,000 models) do not pile up.
+func (g *Group) Retain(keep func(model string, version int64) bool) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	n := 0
 	for k, b := range g.batchers {
-		if k.Model == model && k.Version == version {
+		if !keep(k.Model, k.Version) {
 			delete(g.batchers, k)
 			g.retire(b)
+			n++
 		}
 	}
+	return n
 }
 
 // Close closes every batcher (sending what they hold) and waits for them; if ctx ends

@@ -98,10 +98,16 @@ func TestGroup(t *testing.T) {
 			}
 		}
 	})
-	t.Run("forget drops a version's batchers", func(t *testing.T) {
-		g.Forget(testModel, 2)
+	t.Run("retain drops the versions it rejects", func(t *testing.T) {
+		n := len(g.batchers)
+		if got := g.Retain(func(m string, v int64) bool { return v != 2 }); got < 1 {
+			t.Errorf("Retain(all but version 2) dropped %d batchers, want at least 1", got)
+		}
 		if _, ok := g.batchers[Key{testModel, 2, DefaultSignature}]; ok {
-			t.Error("version 2's batcher still present after Forget")
+			t.Error("version 2's batcher still present after Retain")
+		}
+		if got := g.Retain(func(string, int64) bool { return true }); got != 0 || len(g.batchers) == n {
+			t.Errorf("Retain(all) dropped %d (want 0); batchers %d -> %d", got, n, len(g.batchers))
 		}
 	})
 	if err := g.Close(ctx); err != nil {

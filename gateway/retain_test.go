@@ -1,0 +1,78 @@
+package gateway
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/tfgate/tfgate/internal/servingsim/model"
+	"github.com/tfgate/tfgate/preprocess"
+	tfgatev1 "github.com/tfgate/tfgate/proto/tfgate/v1"
+)
+
+// A version's batcher is closed once the version is gone from the config, the
+// spec store and the hosts; versions still served keep theirs.
+func TestBatchersOfGoneVersionsAreClosed(t *testing.T) {
+	root := t.TempDir()
+	writeVersions(t, root, "reviews", model.KindTextClassifier, model.Cost{}, 1)
+	writeVersions(t, root, "intents", model.KindTextClassifier, model.Cost{}, 1)
+	store := preprocess.NewStore(root, preprocess.StoreOptions{})
+	if err := store.Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "routes.yaml")
+	write := func(models string) {
+		t.Helper()
+		if err := os.WriteFile(cfg, []byte("defaults: {pools: [p]}\nmodels:\n"+models), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("  reviews: {default: \"1\", batching: {enabled: true}}\n  intents: {default: \"1\", batching: {enabled: true}}\n")
+	srv, err := New(Options{ConfigPath: cfg, Backends: newFakeBackends(root), Specs: StoreSpecs{store}, WatchInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+		_ = srv.Close(context.Background())
+	}()
+	for _, m := range []string{"reviews", "intents"} {
+		waitUntil(t, m+" routable", func() bool { return srv.snap.Load().pipes[vkey{m, 1}] != nil })
+		if _, err := srv.Predict(ctx, &tfgatev1.PredictRequest{Model: m, Instances: text("hello world")}); err != nil {
+			t.Fatalf("Predict %s: %v", m, err)
+		}
+	}
+	if got := batcherModels(srv); len(got) != 2 {
+		t.Fatalf("batchers after serving both models: %v, want reviews and intents", got)
+	}
+	write("  reviews: {default: \"1\", batching: {enabled: true}}\n")
+	if err := srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := batcherModels(srv); len(got) != 1 || got[0] != "reviews" {
+		t.Errorf("batchers after intents left the config: %v, want [reviews]", got)
+	}
+}
+
+func batcherModels(s *Server) []string {
+	var out []string
+	for _, st := range s.group.Stats() {
+		out = append(out, st.Key.Model)
+	}
+	return out
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting until %s", what)
+		}
+	}
+}
