@@ -232,27 +232,10 @@ func (s *Server) rebuildLocked() {
 	}
 	st := &buildState{s: s, cfg: cfg, pipes: map[vkey]*preprocess.Pipeline{}, why: map[vkey]error{}}
 	for name, m := range cfg.Models {
-		versions := s.opts.Specs.Versions(name)
-		newest := true // no newer version with a spec is on a host
-		for i := len(versions) - 1; i >= 0; i-- {
-			v := versions[i]
+		for _, v := range s.opts.Specs.Versions(name) {
 			st.consider(name, v, m.Pools)
-			switch {
-			case len(s.opts.Backends.AvailableHosts(name, v, m.Pools)) > 0:
-				newest = false
-			case newest && st.why[vkey{name, v}] == nil:
-				// A new version whose spec arrived first: ask readiness to look for
-				// it now. Older versions without a host are on their way out (TF
-				// Serving's version policy unloaded them) and are left to the
-				// budgeted resync.
-				s.opts.Backends.Want(name, v)
-			}
 		}
-		for _, v := range m.NamedVersions() { // wanted on a host whatever their age
-			if len(s.opts.Backends.AvailableHosts(name, v, m.Pools)) == 0 {
-				s.opts.Backends.Want(name, v)
-			}
-		}
+		s.wantMissing(st, m)
 	}
 	routes := route.Build(cfg, st, s.gen.Load(), route.BuildOptions{Rand: s.opts.Rand})
 	s.snap.Store(&snapshot{routes: routes, pipes: st.pipes})
@@ -264,6 +247,26 @@ func (s *Server) rebuildLocked() {
 			len(s.opts.Backends.AvailableHosts(model, v, m.Pools)) > 0)
 	}); n > 0 {
 		s.log.Info("gateway: closed the batchers of versions no longer served", "batchers", n)
+	}
+}
+
+// wantMissing asks readiness to look now (Backends.Want) for the versions of m
+// that no host has yet but should soon: the newest versions whose spec loaded
+// before any host had them, and every version the config names. Older versions
+// without a host are on their way out (TF Serving's version policy unloaded them)
+// and are left to the budgeted resync.
+func (s *Server) wantMissing(st *buildState, m *route.Model) {
+	onHost := func(v int64) bool { return len(s.opts.Backends.AvailableHosts(m.Name, v, m.Pools)) > 0 }
+	versions := s.opts.Specs.Versions(m.Name)
+	for i := len(versions) - 1; i >= 0 && !onHost(versions[i]); i-- {
+		if st.why[vkey{m.Name, versions[i]}] == nil { // spec loaded
+			s.opts.Backends.Want(m.Name, versions[i])
+		}
+	}
+	for _, v := range m.NamedVersions() {
+		if !onHost(v) {
+			s.opts.Backends.Want(m.Name, v)
+		}
 	}
 }
 

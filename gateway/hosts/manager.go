@@ -230,18 +230,18 @@ func (m *Manager) SetModels(models []string) {
 	if changed {
 		for _, h := range m.hosts {
 			for model := range h.avail {
-				if _, ok := slices.BinarySearch(ms, model); !ok {
+				if !served(ms, model) {
 					delete(h.avail, model)
 					delete(h.pollFailures, model)
 				}
 			}
 			for model := range h.pending {
-				if _, ok := slices.BinarySearch(ms, model); !ok {
+				if !served(ms, model) {
 					delete(h.pending, model)
 				}
 			}
 			for _, model := range ms {
-				if _, ok := slices.BinarySearch(old, model); !ok {
+				if !served(old, model) {
 					h.pending[model] = struct{}{} // new: poll at once
 				}
 			}
