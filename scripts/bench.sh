@@ -3,8 +3,10 @@
 # scenarios, prints one table, and writes bench/results/*.json plus HTML reports.
 #
 #   gateway overhead   servingsim at zero compute cost; at several fixed rates, direct
-#                      vs through nginx's grpc_pass vs through the gateway: added p50/p99
-#                      and CPU time per request of the proxying process (/proc/PID/stat)
+#                      vs through nginx's grpc_pass vs through a bare grpc-go pass-through
+#                      proxy (`loadtest proxy`, the floor of the gateway's stack) vs through
+#                      the gateway: added p50/p99 and CPU time per request of the proxying
+#                      process (/proc/PID/stat; for direct, servingsim's own)
 #   batching           servingsim with a GPU-like cost: server-side batching off/on,
 #                      and the gateway's batching off/on when the gateway is built
 #   model sync         scripts/bench-modelsync.sh (modelsync vs tar -xzf), when present
@@ -166,6 +168,7 @@ say "gateway overhead: servingsim at zero compute cost"
 SIM_PORT=$(free_port)
 export_model "$RUN/models/zero/textclf/1" 1
 start_sim sim-zero "$SIM_PORT" "$RUN/models/zero/textclf"
+SIM_PID=$LAST_PID
 PATHS=("direct tfserving 127.0.0.1:$SIM_PORT")
 NGINX_PORT=""
 if [ -n "$NGINX" ]; then
@@ -175,6 +178,13 @@ if [ -n "$NGINX" ]; then
 else
   row overhead nginx - - - - - - - "unavailable: nginx not installed and apt install failed"
 fi
+# The floor of the gateway's own stack: a bare grpc-go pass-through proxy (no
+# decoding, no routing, the gateway's transport settings), `loadtest proxy`.
+PT_PORT=$(free_port)
+start grpc-go-proxy "$BIN/loadtest" proxy --listen "127.0.0.1:$PT_PORT" --backend "127.0.0.1:$SIM_PORT"
+PT_PID=$LAST_PID
+wait_for grpc-go-proxy 10 "$BIN/loadtest" predict --target tfserving --addr "127.0.0.1:$PT_PORT" --workload "$WL_RAW"
+PATHS+=("grpc-go-proxy tfserving 127.0.0.1:$PT_PORT")
 GW_PID=""
 GW_OVERHEAD_PID="" GW_BATCH_PID=""
 cat >"$RUN/models-overhead.yaml" <<'Y'
@@ -199,17 +209,29 @@ if start_gateway gw-overhead "$RUN/models/zero" "$RUN/models-overhead.yaml" "$SI
 else
   row overhead gateway - - - - - - - "unavailable: gateway not built or not startable here"
 fi
-declare -A PROC_PID=([direct]="" [nginx]="${NGINX_PID:-}" [gateway]="$GW_OVERHEAD_PID" [gateway+batching]="$GW_BATCH_PID")
+# CPU per request is the proxying process's; for direct it is servingsim's own (a
+# grpc-go server doing almost nothing), the cost of one grpc-go server side.
+declare -A CPU_AT=() AP99_AT=()
+# cpu_per_req TICKS0 TICKS1 REQUESTS: microseconds of CPU per request.
+cpu_per_req() { awk -v a="$1" -v b="$2" -v hz="$CLK_TCK" -v n="$3" 'BEGIN{ if (n > 0) printf "%.1f", (b-a)/hz*1e6/n; else print "-" }'; }
+declare -A PROC_PID=([direct]="$SIM_PID" [nginx]="${NGINX_PID:-}" [grpc-go-proxy]="$PT_PID" [gateway]="$GW_OVERHEAD_PID" [gateway+batching]="$GW_BATCH_PID")
 
 # Saturation: closed loop at 32 in flight for 3 s on each path; the fixed rates are
 # fractions of the slowest path's saturation.
 SAT_MIN=""
 for p in "${PATHS[@]}"; do
   read -r pname pkind paddr <<<"$p"
+  pid=${PROC_PID[$pname]:-}
+  t0=""
+  [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
   lt "saturation-$pname" "$pkind" "$paddr" --mode closed --concurrency 32 --duration 3s --warmup 1s
-  sat=$(jq_ .rate "$RES/saturation-$pname.json")
+  f="$RES/saturation-$pname.json"
+  cpu="-"
+  [ -n "$pid" ] && cpu=$(cpu_per_req "$t0" "$(cpu_ticks "$pid")" "$(jq_ .total_including_warmup "$f")")
+  sat=$(jq_ .rate "$f")
   info "saturation $pname: $(fmt0 "$sat") req/s (closed loop, 32 in flight)"
-  row overhead "$pname" "closed c=32" "$(fmt0 "$sat")" "$(fmt "$(jq_ .latency.p50_ms "$RES/saturation-$pname.json")")" "$(fmt "$(jq_ .latency.p99_ms "$RES/saturation-$pname.json")")" - - - "saturation"
+  row overhead "$pname" "closed c=32" "$(fmt0 "$sat")" "$(fmt "$(jq_ .latency.p50_ms "$f")")" "$(fmt "$(jq_ .latency.p99_ms "$f")")" - - "$cpu" "saturation"
+  CPU_AT["$pname/sat"]=$cpu
   if [ -z "$SAT_MIN" ] || awk -v a="$sat" -v b="$SAT_MIN" 'BEGIN{exit !(a<b)}'; then SAT_MIN=$sat; fi
 done
 if [ -n "${BENCH_RATES:-}" ]; then
@@ -227,22 +249,48 @@ for rate in "${RATES[@]}"; do
     lt "overhead-$pname-$rate" "$pkind" "$paddr" --rate "$rate" --duration "${SECS}s" --warmup "${WARM}s" --max-inflight 256
     f="$RES/overhead-$pname-$rate.json"
     cpu="-"
-    if [ -n "$pid" ]; then
-      t1=$(cpu_ticks "$pid")
-      cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" -v n="$(jq_ .total_including_warmup "$f")" 'BEGIN{ if (n > 0) printf "%.1f", (b-a)/hz*1e6/n; else print "-" }')
-    fi
+    [ -n "$pid" ] && cpu=$(cpu_per_req "$t0" "$(cpu_ticks "$pid")" "$(jq_ .total_including_warmup "$f")")
     d="$RES/overhead-direct-$rate.json"
     ap50=$(awk -v a="$(jq_ .latency.p50_ms "$f")" -v b="$(jq_ .latency.p50_ms "$d")" 'BEGIN{printf "%.3f", a-b}')
     ap99=$(awk -v a="$(jq_ .latency.p99_ms "$f")" -v b="$(jq_ .latency.p99_ms "$d")" 'BEGIN{printf "%.3f", a-b}')
     [ "$pname" = direct ] && ap50=- && ap99=-
     note="errors $(jq_ .failed "$f"), late $(jq_ .late_sends "$f")"
+    [ "$pname" = direct ] && note+="; CPU is servingsim's own"
     row overhead "$pname" "$rate/s" "$(fmt0 "$(jq_ .rate "$f")")" "$(fmt "$(jq_ .latency.p50_ms "$f")")" "$(fmt "$(jq_ .latency.p99_ms "$f")")" "$ap50" "$ap99" "$cpu" "$note"
+    CPU_AT["$pname/$rate"]=$cpu
+    AP99_AT["$pname/$rate"]=$ap99
   done
+done
+# The targets, at the last (highest) fixed rate: by default half of the slowest
+# path's saturation.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "" || b == "" || a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
+verdict() { # VALUE OP LIMIT
+  awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN{ if (v == "-" || v == "") { print "not measured"; exit }
+    ok = (op == "<=") ? v <= l : v < l; print ok ? "met" : "MISSED" }'
+}
+half=${RATES[-1]}
+r=$(ratio "${CPU_AT[gateway/$half]:-}" "${CPU_AT[nginx/$half]:-}")
+row targets "CPU gateway/nginx" "$half/s" - - - - - - "$r (target <= 1.5: $(verdict "$r" "<=" 1.5))"
+r=$(ratio "${CPU_AT[gateway+batching/$half]:-}" "${CPU_AT[nginx/$half]:-}")
+row targets "CPU gateway+batching/nginx" "$half/s" - - - - - - "$r (target < 1: $(verdict "$r" "<" 1))"
+# Batches only form under load: the same ratio in the closed-loop saturation runs.
+r=$(ratio "${CPU_AT[gateway+batching/sat]:-}" "${CPU_AT[nginx/sat]:-}")
+row targets "CPU gateway+batching/nginx" "closed c=32" - - - - - - "$r (target < 1: $(verdict "$r" "<" 1))"
+r=$(ratio "${CPU_AT[grpc-go-proxy/$half]:-}" "${CPU_AT[nginx/$half]:-}")
+row targets "CPU grpc-go-proxy/nginx" "$half/s" - - - - - - "$r (the floor of any proxy built on grpc-go, against nginx)"
+r=$(ratio "${CPU_AT[gateway/$half]:-}" "${CPU_AT[grpc-go-proxy/$half]:-}")
+row targets "CPU gateway/grpc-go-proxy" "$half/s" - - - - - - "$r (the gateway's own work on top of that floor)"
+for pname in gateway grpc-go-proxy nginx; do
+  a=${AP99_AT[$pname/$half]:--}
+  note="for reference"
+  [ "$pname" = gateway ] && note="target < 1 ms: $(verdict "$a" "<" 1)"
+  row targets "added p99 $pname" "$half/s" - - - - "$a" - "$note"
 done
 "$BIN/loadtest" report --title "gateway overhead (servingsim at zero cost)" --html "$RES/overhead.html" "$RES"/overhead-*.json
 info "report: $(rel "$RES")/overhead.html"
 
 stop nginx
+stop grpc-go-proxy
 stop gw-overhead
 stop gw-overhead-batching
 stop sim-zero
