@@ -20,7 +20,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 # Keep the two newest earlier runs (their logs and reports); a run never reuses them.
 mkdir -p .demo
-ls -1dt .demo/run-* 2>/dev/null | tail -n +3 | xargs -r rm -rf
+{ ls -1dt .demo/run-* 2>/dev/null || true; } | tail -n +3 | xargs -r rm -rf
 RUN="$ROOT/.demo/run-$(date +%Y%m%d-%H%M%S)-$$"
 # shellcheck source=scripts/lib-local-stack.sh
 . "$ROOT/scripts/lib-local-stack.sh"
@@ -32,6 +32,7 @@ WL_RAW="$ROOT/deploy/local/workload-direct.yaml"
 WL_DEMO="$ROOT/deploy/local/workload-demo.yaml"
 FAUXQS_CLI="$TFGATE_CACHE/fauxqs/node_modules/fauxqs/dist/cli.js"
 UNAVAILABLE=()
+DEMO_FAILED=0
 T0=$SECONDS
 
 # stage_modelsync and stage_gateway are defined in scripts/demo-stages.sh.
@@ -190,3 +191,5 @@ if [ ${#UNAVAILABLE[@]} -gt 0 ]; then
   info "not part of this run (unavailable):"
   for u in "${UNAVAILABLE[@]}"; do info "  - $u"; done
 fi
+# A failed check is the exit status (the EXIT trap stops everything either way).
+[ "${DEMO_FAILED:-0}" = 0 ] || exit 1
