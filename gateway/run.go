@@ -20,6 +20,7 @@ import (
 
 	"github.com/tfgate/tfgate/gateway/hosts"
 	"github.com/tfgate/tfgate/gateway/route"
+	"github.com/tfgate/tfgate/internal/grpcserve"
 	"github.com/tfgate/tfgate/preprocess"
 	tfgatev1 "github.com/tfgate/tfgate/proto/tfgate/v1"
 )
@@ -221,16 +222,8 @@ loop:
 	// Shutdown, in order.
 	log.Info("gateway: shutting down")
 	hs.Shutdown()
-	graceful := make(chan struct{})
-	go func() { gs.GracefulStop(); close(graceful) }()
-	timer := time.NewTimer(cfg.ShutdownTimeout)
-	select {
-	case <-graceful:
-		timer.Stop()
-	case <-timer.C:
-		log.Warn("gateway: in-flight calls did not finish in time; cancelling them", "timeout", cfg.ShutdownTimeout)
-		gs.Stop()
-		<-graceful
+	if !grpcserve.Stop(gs, cfg.ShutdownTimeout) {
+		log.Warn("gateway: in-flight calls did not finish in time; they were cancelled", "timeout", cfg.ShutdownTimeout)
 	}
 	<-served
 	cctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/tfgate/tfgate/internal/grpcserve"
 	"github.com/tfgate/tfgate/internal/servingsim/model"
 	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
 )
@@ -193,16 +194,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		cancel()
 	case <-ctx.Done():
 		hs.Shutdown()
-		stopped := make(chan struct{})
-		go func() { gs.GracefulStop(); close(stopped) }()
-		t := time.NewTimer(5 * time.Second)
-		select {
-		case <-stopped:
-		case <-t.C:
-			gs.Stop()
-			<-stopped
-		}
-		t.Stop()
+		grpcserve.Stop(gs, 5*time.Second)
 		err = <-errc
 		if errors.Is(err, grpc.ErrServerStopped) {
 			err = nil

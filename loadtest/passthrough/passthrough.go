@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/tfgate/tfgate/internal/grpcserve"
 )
 
 // MaxMsgSize is the largest message forwarded either way (the gateway's default).
@@ -71,17 +73,7 @@ func (p *Proxy) Serve(ctx context.Context, lis net.Listener, drain time.Duration
 		return fmt.Errorf("passthrough: serve: %w", err)
 	case <-ctx.Done():
 	}
-	done := make(chan struct{})
-	go func() {
-		p.srv.GracefulStop()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(drain):
-		p.srv.Stop()
-		<-done
-	}
+	grpcserve.Stop(p.srv, drain)
 	if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("passthrough: serve: %w", err)
 	}
