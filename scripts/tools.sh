@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the pinned tools tfgate's build, tests and demo need, cached outside the
 # checkout so only the first run pays. Usage: scripts/tools.sh [tool...]
-# Tools: protoc, protoc-gen, buf, consul, fauxqs, ghz, grpcurl, nginx. Default: all of the
-# first five (what `make test` needs). Prints nothing for tools already cached.
+# Tools: shell, protoc, protoc-gen, buf, consul, fauxqs, ghz, grpcurl, nginx. Default: all
+# of the first six (what `make test` and `make demo` need). Prints nothing for tools
+# already cached.
 set -euo pipefail
 
 CACHE="${TFGATE_CACHE:-$HOME/.cache/tfgate}"
@@ -38,6 +39,9 @@ goinstall() { # name module@version
   GOBIN="$BIN" GOFLAGS=-mod=mod go install "$mod"
   echo "$mod" >"$stamp"
 }
+
+# jq and curl: the demo and bench scripts read reports and scrape /metrics with them.
+tool_shell() { apt_install jq curl; }
 
 tool_protoc() { apt_install protobuf-compiler libprotobuf-dev; }
 
@@ -91,7 +95,7 @@ tool_fauxqs() {
 }
 
 tools=("$@")
-[ ${#tools[@]} -eq 0 ] && tools=(protoc protoc-gen buf consul fauxqs)
+[ ${#tools[@]} -eq 0 ] && tools=(shell protoc protoc-gen buf consul fauxqs)
 for t in "${tools[@]}"; do
   if ! declare -F "tool_$t" >/dev/null; then log "unknown tool $t"; exit 2; fi
   "tool_$t"
