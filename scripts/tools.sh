@@ -40,8 +40,9 @@ goinstall() { # name module@version
   echo "$mod" >"$stamp"
 }
 
-# jq and curl: the demo and bench scripts read reports and scrape /metrics with them.
-tool_shell() { apt_install jq curl; }
+# jq and curl: the demo and bench scripts read reports and scrape /metrics with them;
+# column (bsdextrautils) prints the bench table; GNU time measures peak RSS.
+tool_shell() { apt_install jq curl bsdextrautils time; }
 
 tool_protoc() { apt_install protobuf-compiler libprotobuf-dev; }
 
