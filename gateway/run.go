@@ -158,6 +158,7 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) error {
 	}
 	opts := cfg.Server
 	opts.ConfigPath, opts.Backends, opts.Specs = cfg.ConfigPath, HostBackends{mgr}, StoreSpecs{store}
+	opts.BackendsReady = mgr.Ready()
 	if deps.WrapBackends != nil {
 		opts.Backends = deps.WrapBackends(opts.Backends)
 	}

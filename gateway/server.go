@@ -53,6 +53,10 @@ type Options struct {
 	Backends Backends
 	// Specs holds the preprocessing pipelines. Required.
 	Specs Specs
+	// BackendsReady, when set, is closed once the backends have finished their
+	// first full readiness round (hosts.Manager.Ready); Settled waits for it.
+	// Nil counts as closed.
+	BackendsReady <-chan struct{}
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// MeterProvider; nil is a no-op.
@@ -85,6 +89,11 @@ type vkey struct {
 type snapshot struct {
 	routes *route.Snapshot
 	pipes  map[vkey]*preprocess.Pipeline
+	// backendsReady: the backends had finished their first full readiness round
+	// when this snapshot was built; sigPending: versions on a host whose signature
+	// check had not finished. Together they say whether start-up has settled.
+	backendsReady bool
+	sigPending    int
 }
 
 // Server implements tfgate.v1.GatewayService.
@@ -110,6 +119,7 @@ type Server struct {
 	rebuildCh chan struct{}
 	sig       *sigChecker
 	group     *batching.Group
+	settled   atomic.Bool // latched by Settled
 }
 
 // New loads and validates the routing config (failing if it is invalid), builds
@@ -230,6 +240,9 @@ func (s *Server) rebuildLocked() {
 	if cfg == nil {
 		return
 	}
+	// Read before the build, so that what the build reads of readiness is at least
+	// as new as the round that made the backends ready.
+	backendsReady := closed(s.opts.BackendsReady)
 	st := &buildState{s: s, cfg: cfg, pipes: map[vkey]*preprocess.Pipeline{}, why: map[vkey]error{}}
 	for name, m := range cfg.Models {
 		for _, v := range s.opts.Specs.Versions(name) {
@@ -238,7 +251,13 @@ func (s *Server) rebuildLocked() {
 		s.wantMissing(st, m)
 	}
 	routes := route.Build(cfg, st, s.gen.Load(), route.BuildOptions{Rand: s.opts.Rand})
-	s.snap.Store(&snapshot{routes: routes, pipes: st.pipes})
+	pending := 0
+	for _, err := range st.why {
+		if errors.Is(err, errPending) {
+			pending++
+		}
+	}
+	s.snap.Store(&snapshot{routes: routes, pipes: st.pipes, backendsReady: backendsReady, sigPending: pending})
 	// Batchers of versions that are gone (no longer in the config, in the spec store
 	// or on any host) are closed, after sending what they hold.
 	if n := s.group.Retain(func(model string, v int64) bool {
@@ -247,6 +266,44 @@ func (s *Server) rebuildLocked() {
 			len(s.opts.Backends.AvailableHosts(model, v, m.Pools)) > 0)
 	}); n > 0 {
 		s.log.Info("gateway: closed the batchers of versions no longer served", "batchers", n)
+	}
+}
+
+// Settled reports whether start-up has settled: the backends have answered a
+// full readiness round (every host about every model) and every version they
+// reported has finished its signature check, so what is not routable now is not
+// merely still loading. Until then why says what it waits for. Once settled it
+// stays settled: versions published later are not start-up.
+func (s *Server) Settled() (ok bool, why string) {
+	if s.settled.Load() {
+		return true, ""
+	}
+	snap := s.snap.Load()
+	switch {
+	case !snap.backendsReady:
+		return false, "waiting for the first readiness round over every host and model"
+	case snap.sigPending > 0:
+		return false, fmt.Sprintf("%d signature checks pending", snap.sigPending)
+	}
+	s.settled.Store(true)
+	return true, ""
+}
+
+// AnyRoutable reports whether some model version is routable now, and how many
+// models the routing config has: the cheap question a readiness probe asks
+// (ListRoutes describes every model).
+func (s *Server) AnyRoutable() (bool, int) { return s.snap.Load().routes.AnyRoutable() }
+
+// closed reports whether ch is closed; a nil ch counts as closed.
+func closed(ch <-chan struct{}) bool {
+	if ch == nil {
+		return true
+	}
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 

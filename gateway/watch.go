@@ -124,12 +124,18 @@ func (s *Server) Run(ctx context.Context) error {
 		throttle = time.NewTimer(d)
 		throttled = throttle.C
 	}
+	// Rebuild when the backends finish their first full round, so that a snapshot
+	// records it (Settled) even if that round changed nothing.
+	firstRound := s.opts.BackendsReady
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick:
 			s.poll()
+		case <-firstRound:
+			firstRound = nil
+			request()
 		case <-s.opts.Backends.Changes():
 			request()
 		case <-s.opts.Specs.Changes():

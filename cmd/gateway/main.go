@@ -35,7 +35,6 @@ import (
 	"github.com/tfgate/tfgate/gateway/discovery"
 	"github.com/tfgate/tfgate/internal/telemetry"
 	"github.com/tfgate/tfgate/internal/tlsconfig"
-	tfgatev1 "github.com/tfgate/tfgate/proto/tfgate/v1"
 )
 
 func main() {
@@ -46,6 +45,7 @@ func main() {
 }
 
 func run(args []string) error {
+	started := time.Now()
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	var cfg gateway.RunConfig
 	fs.StringVar(&cfg.ConfigPath, "config", "", "routing config file (YAML; required)")
@@ -58,6 +58,7 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.Server.WatchInterval, "config-poll-interval", gateway.DefaultWatchInterval, "how often the routing config file is checked for changes (negative: only SIGHUP)")
 	fs.DurationVar(&cfg.Server.DeadlineMargin, "deadline-margin", gateway.DefaultDeadlineMargin, "kept back from the caller's deadline for the backend call")
 	adminAddr := fs.String("admin-listen", ":9501", "admin HTTP address (/metrics, /healthz, /readyz); empty disables")
+	startupGrace := fs.Duration("startup-grace", 2*time.Minute, "how long after start /readyz waits for every host's first answer about every model and for the signature checks of what they serve (then: ready on any routable version)")
 	pprof := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin server")
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -131,10 +132,10 @@ func run(args []string) error {
 	adminDone := make(chan error, 1)
 	if *adminAddr != "" {
 		admin := telemetry.NewAdmin(telemetry.AdminOptions{Gatherer: prov.Registry, Pprof: *pprof, Logger: log,
-			Ready: func(rctx context.Context) error {
+			Ready: func(context.Context) error {
 				select {
 				case <-ready:
-					return routable(rctx, srv.Load())
+					return routable(srv.Load(), time.Since(started) >= *startupGrace)
 				default:
 					return errors.New("gateway starting: waiting for the first spec scan and readiness poll")
 				}
@@ -174,22 +175,19 @@ func run(args []string) error {
 	return errors.Join(err, <-regDone, <-adminDone)
 }
 
-// routable is /readyz once serving: ready while the routing config is loaded
-// and at least one model version is routable.
-func routable(ctx context.Context, s *gateway.Server) error {
+// routable is /readyz once serving: ready once start-up has settled (or the
+// grace period is over) while the routing config is loaded and at least one model
+// version is routable. Waiting for start-up to settle keeps a restarted gateway
+// out of rotation while, at tens of thousands of models, most are still loading.
+func routable(s *gateway.Server, graceOver bool) error {
 	if s == nil {
 		return errors.New("gateway starting")
 	}
-	resp, err := s.ListRoutes(ctx, &tfgatev1.ListRoutesRequest{})
-	if err != nil {
-		return fmt.Errorf("routing config: %w", err)
+	if ok, why := s.Settled(); !ok && !graceOver {
+		return fmt.Errorf("gateway starting: %s (ready regardless after --startup-grace)", why)
 	}
-	for _, m := range resp.GetModels() {
-		for _, v := range m.GetVersions() {
-			if v.GetRoutable() {
-				return nil
-			}
-		}
+	if ok, models := s.AnyRoutable(); !ok {
+		return fmt.Errorf("no routable version among %d models: a version needs its preprocessing spec and a host reporting it AVAILABLE (ListRoutes says why)", models)
 	}
-	return fmt.Errorf("no routable version among %d models: a version needs its preprocessing spec and a host reporting it AVAILABLE (ListRoutes says why)", len(resp.GetModels()))
+	return nil
 }

@@ -285,6 +285,19 @@ func (s *Snapshot) Models() []*ModelRoutes {
 	return out
 }
 
+// AnyRoutable reports whether some version of some model is routable, and how
+// many models the snapshot has. It stops at the first routable version.
+func (s *Snapshot) AnyRoutable() (bool, int) {
+	for _, m := range s.models {
+		for _, v := range m.Versions {
+			if v.Routable {
+				return true, len(s.models)
+			}
+		}
+	}
+	return false, len(s.models)
+}
+
 // Resolve resolves a model's target. key makes experiment assignment sticky;
 // empty means weighted random. It allocates only on error.
 func (s *Snapshot) Resolve(model string, t Target, key string) (Route, *ModelRoutes, error) {

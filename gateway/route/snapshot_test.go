@@ -235,3 +235,13 @@ func TestVersionsListsKnownVersions(t *testing.T) {
 		t.Errorf("versions = %v, want the state's 1-4 plus the label's 7, ascending", got)
 	}
 }
+
+func TestAnyRoutable(t *testing.T) {
+	cfg := mustParse(t, expConfig(50, 50))
+	if ok, n := Build(cfg, ready(), 1, BuildOptions{}).AnyRoutable(); ok || n != 1 {
+		t.Errorf("no version ready: AnyRoutable() = %v, %d; want false, 1 model", ok, n)
+	}
+	if ok, n := Build(cfg, ready(2), 1, BuildOptions{}).AnyRoutable(); !ok || n != 1 {
+		t.Errorf("version 2 ready: AnyRoutable() = %v, %d; want true, 1 model", ok, n)
+	}
+}
