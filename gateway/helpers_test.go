@@ -69,3 +69,24 @@ func (rawCodec) Unmarshal(b []byte, v any) error { return proto.Unmarshal(b, v.(
 func (rawCodec) Name() string                    { return "proto" }
 
 func grpcRawCodec() grpc.CallOption { return grpc.ForceCodec(rawCodec{}) }
+
+// runServer builds a Server from opts and runs it until the test ends; then it
+// stops Run and closes the server.
+func runServer(tb testing.TB, opts Options) *Server {
+	tb.Helper()
+	srv, err := New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			tb.Errorf("Run: %v", err)
+		}
+		_ = srv.Close(context.Background())
+	})
+	return srv
+}

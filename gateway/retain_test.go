@@ -30,18 +30,8 @@ func TestBatchersOfGoneVersionsAreClosed(t *testing.T) {
 		}
 	}
 	write("  reviews: {default: \"1\", batching: {enabled: true}}\n  intents: {default: \"1\", batching: {enabled: true}}\n")
-	srv, err := New(Options{ConfigPath: cfg, Backends: newFakeBackends(root), Specs: StoreSpecs{store}, WatchInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-		_ = srv.Close(context.Background())
-	}()
+	srv := runServer(t, Options{ConfigPath: cfg, Backends: newFakeBackends(root), Specs: StoreSpecs{store}, WatchInterval: -1})
+	ctx := context.Background()
 	for _, m := range []string{"reviews", "intents"} {
 		waitUntil(t, m+" routable", func() bool { return srv.snap.Load().pipes[vkey{m, 1}] != nil })
 		if _, err := srv.Predict(ctx, &tfgatev1.PredictRequest{Model: m, Instances: text("hello world")}); err != nil {

@@ -65,18 +65,7 @@ func TestSettledWaitsForFirstRoundAndSignatureChecks(t *testing.T) {
 	b := &settling{fakeBackends: newFakeBackends(root), held: map[int64]chan struct{}{}}
 	b.hold(1)
 	firstRound := make(chan struct{})
-	srv, err := New(Options{ConfigPath: cfg, Backends: b, Specs: StoreSpecs{store}, BackendsReady: firstRound, WatchInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-		_ = srv.Close(context.Background())
-	}()
+	srv := runServer(t, Options{ConfigPath: cfg, Backends: b, Specs: StoreSpecs{store}, BackendsReady: firstRound, WatchInterval: -1})
 
 	if ok, why := srv.Settled(); ok || !strings.Contains(why, "first readiness round") {
 		t.Fatalf("before the first readiness round: Settled() = %v, %q; want false, waiting for the round", ok, why)
@@ -93,7 +82,7 @@ func TestSettledWaitsForFirstRoundAndSignatureChecks(t *testing.T) {
 	b.hold(2)
 	defer b.release(2)
 	writeVersions(t, root, "reviews", model.KindTextClassifier, model.Cost{}, 2)
-	if err := store.Scan(ctx); err != nil {
+	if err := store.Scan(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, "version 2's check to start", func() bool { return srv.snap.Load().sigPending == 1 })
