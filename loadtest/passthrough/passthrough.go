@@ -93,13 +93,12 @@ func (p *Proxy) forward(_ any, st grpc.ServerStream) error {
 		return err
 	}
 	ctx := st.Context()
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		out := md.Copy()
+	if md, ok := metadata.FromIncomingContext(ctx); ok { // a copy: ours to edit
 		// Transport-level headers are the client connection's to set.
 		for _, k := range []string{":authority", "user-agent", "content-type", "grpc-timeout", "te"} {
-			delete(out, k)
+			delete(md, k)
 		}
-		ctx = metadata.NewOutgoingContext(ctx, out)
+		ctx = metadata.NewOutgoingContext(ctx, md)
 	}
 	var header, trailer metadata.MD
 	var resp []byte
