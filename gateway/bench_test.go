@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -75,14 +74,9 @@ func newInProcess(tb testing.TB) (*Server, *preprocess.Pipeline, func()) {
 	tb.Helper()
 	root := tb.TempDir()
 	writeVersions(tb, root, "reviews", model.KindTextClassifier, model.Cost{}, 1)
-	store := preprocess.NewStore(root, preprocess.StoreOptions{})
-	if err := store.Scan(context.Background()); err != nil {
-		tb.Fatal(err)
-	}
+	store := scannedStore(tb, root)
 	cfg := filepath.Join(tb.TempDir(), "routes.yaml")
-	if err := os.WriteFile(cfg, []byte("defaults: {pools: [p]}\nmodels:\n  reviews: {default: stable, labels: {stable: 1}}\n"), 0o644); err != nil {
-		tb.Fatal(err)
-	}
+	writeModels(tb, cfg, "  reviews: {default: stable, labels: {stable: 1}}\n")
 	srv, err := New(Options{ConfigPath: cfg, Backends: newFakeBackends(root), Specs: StoreSpecs{store}, WatchInterval: -1})
 	if err != nil {
 		tb.Fatal(err)

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tfgate/tfgate/internal/tensor"
+	"github.com/tfgate/tfgate/preprocess"
 	tfpb "github.com/tfgate/tfgate/proto/tensorflow"
 	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
 )
@@ -89,4 +91,23 @@ func runServer(tb testing.TB, opts Options) *Server {
 		_ = srv.Close(context.Background())
 	})
 	return srv
+}
+
+// scannedStore is a spec store over root after its first scan.
+func scannedStore(tb testing.TB, root string) *preprocess.Store {
+	tb.Helper()
+	store := preprocess.NewStore(root, preprocess.StoreOptions{})
+	if err := store.Scan(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	return store
+}
+
+// writeModels writes to path a routing config with pool p as the default and
+// models as the body of its models: section.
+func writeModels(tb testing.TB, path, models string) {
+	tb.Helper()
+	if err := os.WriteFile(path, []byte("defaults: {pools: [p]}\nmodels:\n"+models), 0o644); err != nil {
+		tb.Fatal(err)
+	}
 }

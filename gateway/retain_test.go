@@ -2,13 +2,11 @@ package gateway
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/tfgate/tfgate/internal/servingsim/model"
-	"github.com/tfgate/tfgate/preprocess"
 	tfgatev1 "github.com/tfgate/tfgate/proto/tfgate/v1"
 )
 
@@ -18,17 +16,9 @@ func TestBatchersOfGoneVersionsAreClosed(t *testing.T) {
 	root := t.TempDir()
 	writeVersions(t, root, "reviews", model.KindTextClassifier, model.Cost{}, 1)
 	writeVersions(t, root, "intents", model.KindTextClassifier, model.Cost{}, 1)
-	store := preprocess.NewStore(root, preprocess.StoreOptions{})
-	if err := store.Scan(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	store := scannedStore(t, root)
 	cfg := filepath.Join(t.TempDir(), "routes.yaml")
-	write := func(models string) {
-		t.Helper()
-		if err := os.WriteFile(cfg, []byte("defaults: {pools: [p]}\nmodels:\n"+models), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(models string) { t.Helper(); writeModels(t, cfg, models) }
 	write("  reviews: {default: \"1\", batching: {enabled: true}}\n  intents: {default: \"1\", batching: {enabled: true}}\n")
 	srv := runServer(t, Options{ConfigPath: cfg, Backends: newFakeBackends(root), Specs: StoreSpecs{store}, WatchInterval: -1})
 	ctx := context.Background()

@@ -2,14 +2,12 @@ package gateway
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/tfgate/tfgate/internal/servingsim/model"
-	"github.com/tfgate/tfgate/preprocess"
 	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
 )
 
@@ -54,14 +52,9 @@ func (b *settling) GetModelMetadata(ctx context.Context, pools []string, req *se
 func TestSettledWaitsForFirstRoundAndSignatureChecks(t *testing.T) {
 	root := t.TempDir()
 	writeVersions(t, root, "reviews", model.KindTextClassifier, model.Cost{}, 1)
-	store := preprocess.NewStore(root, preprocess.StoreOptions{})
-	if err := store.Scan(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	store := scannedStore(t, root)
 	cfg := filepath.Join(t.TempDir(), "routes.yaml")
-	if err := os.WriteFile(cfg, []byte("defaults: {pools: [p]}\nmodels:\n  reviews: {}\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeModels(t, cfg, "  reviews: {}\n")
 	b := &settling{fakeBackends: newFakeBackends(root), held: map[int64]chan struct{}{}}
 	b.hold(1)
 	firstRound := make(chan struct{})

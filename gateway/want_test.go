@@ -1,15 +1,12 @@
 package gateway
 
 import (
-	"context"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
 
 	"github.com/tfgate/tfgate/internal/servingsim/model"
-	"github.com/tfgate/tfgate/preprocess"
 )
 
 // wantRecorder is fakeBackends with only some versions on a host, recording Want.
@@ -40,10 +37,7 @@ func (w *wantRecorder) Want(_ string, v int64) {
 func TestWantsNewAndNamedVersions(t *testing.T) {
 	root := t.TempDir()
 	writeVersions(t, root, "reviews", model.KindTextClassifier, model.Cost{}, 1, 2, 3)
-	store := preprocess.NewStore(root, preprocess.StoreOptions{})
-	if err := store.Scan(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	store := scannedStore(t, root)
 	for _, tc := range []struct {
 		name   string
 		routes string
@@ -58,9 +52,7 @@ func TestWantsNewAndNamedVersions(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := filepath.Join(t.TempDir(), "routes.yaml")
-			if err := os.WriteFile(cfg, []byte("defaults: {pools: [p]}\nmodels:\n  "+tc.routes+"\n"), 0o644); err != nil {
-				t.Fatal(err)
-			}
+			writeModels(t, cfg, "  "+tc.routes+"\n")
 			b := &wantRecorder{fakeBackends: newFakeBackends(root), onHost: map[int64]bool{}}
 			for _, v := range tc.onHost {
 				b.onHost[v] = true
