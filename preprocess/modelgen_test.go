@@ -1,4 +1,4 @@
-package preprocess
+package preprocess_test
 
 import (
 	"errors"
@@ -10,13 +10,17 @@ import (
 	"github.com/tfgate/tfgate/internal/modelgen"
 	"github.com/tfgate/tfgate/internal/servingsim/model"
 	"github.com/tfgate/tfgate/internal/tensor"
+	"github.com/tfgate/tfgate/preprocess"
 	tfpb "github.com/tfgate/tfgate/proto/tensorflow"
 	tfgatev1 "github.com/tfgate/tfgate/proto/tfgate/v1"
 )
 
+// This file is an external test: modelgen writes its specs with preprocess's own
+// schema types, so an internal test of preprocess could not import it.
+
 // modelgenPipeline exports a model version with modelgen and compiles the spec it
 // ships, checking it against the signature servingsim serves for it.
-func modelgenPipeline(t *testing.T, spec modelgen.Spec) *Pipeline {
+func modelgenPipeline(t *testing.T, spec modelgen.Spec) *preprocess.Pipeline {
 	t.Helper()
 	files, err := modelgen.Files(spec)
 	if err != nil {
@@ -26,11 +30,11 @@ func modelgenPipeline(t *testing.T, spec modelgen.Spec) *Pipeline {
 	for name, b := range files {
 		fsys[name] = &fstest.MapFile{Data: b}
 	}
-	b, ok := files[SpecPath]
+	b, ok := files[preprocess.SpecPath]
 	if !ok {
-		t.Fatalf("modelgen wrote no %s", SpecPath)
+		t.Fatalf("modelgen wrote no %s", preprocess.SpecPath)
 	}
-	p, err := Parse(b, fsys)
+	p, err := preprocess.Parse(b, fsys)
 	if err != nil {
 		t.Fatalf("modelgen's spec for %+v does not parse: %v\n%s", spec, err, b)
 	}
@@ -52,13 +56,13 @@ func TestModelgenSpecs(t *testing.T) {
 	t.Run("text-classifier", func(t *testing.T) {
 		p1 := modelgenPipeline(t, modelgen.Spec{Kind: model.KindTextClassifier, Seed: 1})
 		p2 := modelgenPipeline(t, modelgen.Spec{Kind: model.KindTextClassifier, Seed: 2})
-		in := texts("The delivery was slow, the refund took a very long time!", "great movie")
+		in := preprocess.Texts("The delivery was slow, the refund took a very long time!", "great movie")
 		o1, err1 := p1.Encode(in)
 		o2, err2 := p2.Encode(in)
 		if err1 != nil || err2 != nil {
 			t.Fatalf("Encode: %v, %v", err1, err2)
 		}
-		checkBounded(t, p1, o1, 2)
+		preprocess.CheckBounded(t, p1, o1, 2)
 		ids1, _ := tensor.Int64s(o1["input_ids"])
 		ids2, _ := tensor.Int64s(o2["input_ids"])
 		if reflect.DeepEqual(ids1, ids2) {
@@ -103,7 +107,7 @@ func TestModelgenSpecs(t *testing.T) {
 				t.Error("two seeds standardize identically")
 			}
 			_, err = p.Encode([]*tfgatev1.Instance{{Numeric: map[string]float64{"f1": 1}}})
-			if !errors.Is(err, ErrInvalidInput) || !strings.Contains(err.Error(), `"f0"`) {
+			if !errors.Is(err, preprocess.ErrInvalidInput) || !strings.Contains(err.Error(), `"f0"`) {
 				t.Errorf("missing required f0: %v", err)
 			}
 		})
@@ -126,4 +130,11 @@ func TestModelgenSmallLinear(t *testing.T) {
 	}
 }
 
-func mustF32(t *testing.T, v []float32, dims ...int64) *tfpb.TensorProto { return f32(t, v, dims...) }
+func mustF32(t *testing.T, v []float32, dims ...int64) *tfpb.TensorProto {
+	t.Helper()
+	tp, err := tensor.FromFloat32(v, dims...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tp
+}

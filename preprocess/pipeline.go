@@ -239,7 +239,7 @@ type compiler struct {
 	}
 }
 
-func (c *compiler) compile(s *specJSON) *Pipeline {
+func (c *compiler) compile(s *SpecJSON) *Pipeline {
 	p := &Pipeline{
 		description: s.Description,
 		metadata:    s.Metadata,
@@ -437,7 +437,7 @@ func parseDType(s string) (tfpb.DataType, bool) {
 	return tfpb.DataType_DT_INVALID, false
 }
 
-// tensorOut is a compiled tensorJSON: where one step's values go.
+// tensorOut is a compiled TensorJSON: where one step's values go.
 type tensorOut struct {
 	name  string
 	dtype tfpb.DataType
@@ -446,7 +446,7 @@ type tensorOut struct {
 // compileTensor checks a tensor declaration: its input name, its dtype (one of
 // allowed, def when omitted) and its shape, which must be [-1, width] (the
 // default when omitted).
-func (c *compiler) compileTensor(field string, t *tensorJSON, def tfpb.DataType, allowed []tfpb.DataType, width int, addInput func(InputSpec)) *tensorOut {
+func (c *compiler) compileTensor(field string, t *TensorJSON, def tfpb.DataType, allowed []tfpb.DataType, width int, addInput func(InputSpec)) *tensorOut {
 	out := &tensorOut{name: t.Input, dtype: def}
 	if t.Input == "" {
 		c.probs.addf(field+".input", "the TF input name (signature input key) is required")
@@ -475,7 +475,7 @@ func dtypeList(dts []tfpb.DataType) string {
 	return strings.Join(s, ", ")
 }
 
-func (c *compiler) compileText(t *textJSON, addInput func(InputSpec)) *textStep {
+func (c *compiler) compileText(t *TextJSON, addInput func(InputSpec)) *textStep {
 	st := &textStep{
 		form: norm.NFKC, useForm: true, caseFold: true,
 		splitPunct: true, splitCJK: true,
@@ -530,7 +530,7 @@ func (c *compiler) compileText(t *textJSON, addInput func(InputSpec)) *textStep 
 	wp := t.WordPiece
 	if wp == nil {
 		c.probs.addf("text.wordpiece", "required: {\"vocab\": \"assets/vocab.txt\"}")
-		wp = &wordPieceJSON{}
+		wp = &WordPieceJSON{}
 	}
 	unk, cont := DefaultUnkToken, DefaultContinuation
 	if wp.UnkToken != nil {
@@ -596,7 +596,7 @@ func (c *compiler) compileText(t *textJSON, addInput func(InputSpec)) *textStep 
 
 // compileStrings compiles text.strings: the normalized text itself as a
 // DT_STRING input, for models that tokenize inside their graph.
-func (c *compiler) compileStrings(t *textJSON, st *textStep, addInput func(InputSpec)) {
+func (c *compiler) compileStrings(t *TextJSON, st *textStep, addInput func(InputSpec)) {
 	for _, f := range []struct {
 		name string
 		set  bool
@@ -639,7 +639,7 @@ func parseStringDType(s string) (tfpb.DataType, bool) {
 	return tfpb.DataType_DT_INVALID, false
 }
 
-func (c *compiler) compileGroup(field string, g *groupJSON, addInput func(InputSpec)) *group {
+func (c *compiler) compileGroup(field string, g *GroupJSON, addInput func(InputSpec)) *group {
 	out := &group{input: g.Input, dtype: tfpb.DataType_DT_FLOAT}
 	if len(g.Numeric)+len(g.Categorical) == 0 {
 		c.probs.addf(field, "declare at least one numeric or categorical feature")
@@ -677,7 +677,7 @@ func (c *compiler) compileGroup(field string, g *groupJSON, addInput func(InputS
 	if len(out.numeric) == 0 {
 		allowed = append(allowed, tfpb.DataType_DT_INT64, tfpb.DataType_DT_INT32)
 	}
-	t := c.compileTensor(field, &tensorJSON{Input: g.Input, DType: g.DType}, tfpb.DataType_DT_FLOAT, allowed, out.width, addInput)
+	t := c.compileTensor(field, &TensorJSON{Input: g.Input, DType: g.DType}, tfpb.DataType_DT_FLOAT, allowed, out.width, addInput)
 	out.dtype = t.dtype
 	// Every slot is fed by exactly one feature: overlaps and gaps are spec bugs.
 	if out.width > 0 {
@@ -714,7 +714,7 @@ func (c *compiler) compileGroup(field string, g *groupJSON, addInput func(InputS
 	return out
 }
 
-func (c *compiler) compileNumeric(field string, n *numericJSON) numFeature {
+func (c *compiler) compileNumeric(field string, n *NumericJSON) numFeature {
 	f := numFeature{name: n.Name, mean: n.Mean, std: 1}
 	if n.Name == "" {
 		c.probs.addf(field+".name", "required")
@@ -740,7 +740,7 @@ func (c *compiler) compileNumeric(field string, n *numericJSON) numFeature {
 	return f
 }
 
-func (c *compiler) compileCategorical(field string, cj *categoricalJSON) catFeature {
+func (c *compiler) compileCategorical(field string, cj *CategoricalJSON) catFeature {
 	f := catFeature{name: cj.Name, oov: cj.OOVBuckets, oneHot: true}
 	if cj.Name == "" {
 		c.probs.addf(field+".name", "required")
@@ -816,7 +816,7 @@ func (c *compiler) compileCategorical(field string, cj *categoricalJSON) catFeat
 	return f
 }
 
-func (c *compiler) compileOutput(field string, o *outputJSON) *outputStep {
+func (c *compiler) compileOutput(field string, o *OutputJSON) *outputStep {
 	st := &outputStep{name: o.Output, kind: OutputKind(o.Kind), activation: o.Activation}
 	if o.Output == "" {
 		c.probs.addf(field+".output", "the TF output name (signature output key) is required")

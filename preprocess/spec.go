@@ -49,101 +49,114 @@ const (
 	DefaultMaxCharsPerWord = 100
 )
 
-// specJSON is the on-disk spec. Pointers mark optional fields whose default is not
-// the zero value. doc.go documents every field; keep the two in step.
-type specJSON struct {
+// SpecJSON is the on-disk spec, exported so that tools writing specs (such as
+// internal/modelgen) use this schema instead of re-declaring it. Pointers mark
+// optional fields whose default is not the zero value; omitempty only keeps the
+// fields a writer left out out of its JSON, decoding ignores it. doc.go documents
+// every field; keep the two in step. Parse, not these types, validates a spec.
+type SpecJSON struct {
 	Format      string            `json:"format"`
-	Description string            `json:"description"`
-	Limits      *limitsJSON       `json:"limits"`
-	Text        *textJSON         `json:"text"`
-	Features    []groupJSON       `json:"features"`
-	Outputs     []outputJSON      `json:"outputs"`
-	Metadata    map[string]string `json:"metadata"`
+	Description string            `json:"description,omitempty"`
+	Limits      *LimitsJSON       `json:"limits,omitempty"`
+	Text        *TextJSON         `json:"text,omitempty"`
+	Features    []GroupJSON       `json:"features,omitempty"`
+	Outputs     []OutputJSON      `json:"outputs"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
 }
 
-type limitsJSON struct {
-	MaxInstances *int `json:"max_instances"`
-	MaxTextBytes *int `json:"max_text_bytes"`
+// LimitsJSON is a spec's "limits".
+type LimitsJSON struct {
+	MaxInstances *int `json:"max_instances,omitempty"`
+	MaxTextBytes *int `json:"max_text_bytes,omitempty"`
 }
 
-type textJSON struct {
-	Normalize     *normalizeJSON `json:"normalize"`
-	Tokenize      *tokenizeJSON  `json:"tokenize"`
-	WordPiece     *wordPieceJSON `json:"wordpiece"`
+// TextJSON is a spec's "text": the text pipeline of a text model.
+type TextJSON struct {
+	Normalize     *NormalizeJSON `json:"normalize,omitempty"`
+	Tokenize      *TokenizeJSON  `json:"tokenize,omitempty"`
+	WordPiece     *WordPieceJSON `json:"wordpiece,omitempty"`
 	MaxLength     int            `json:"max_length"`
-	PrefixTokens  []string       `json:"prefix_tokens"`
-	SuffixTokens  []string       `json:"suffix_tokens"`
-	PadToken      *string        `json:"pad_token"`
-	AllowEmpty    bool           `json:"allow_empty"`
-	TokenIDs      *tensorJSON    `json:"token_ids"`
-	AttentionMask *tensorJSON    `json:"attention_mask"`
-	TokenTypeIDs  *tensorJSON    `json:"token_type_ids"`
-	Strings       *tensorJSON    `json:"strings"`
+	PrefixTokens  []string       `json:"prefix_tokens,omitempty"`
+	SuffixTokens  []string       `json:"suffix_tokens,omitempty"`
+	PadToken      *string        `json:"pad_token,omitempty"`
+	AllowEmpty    bool           `json:"allow_empty,omitempty"`
+	TokenIDs      *TensorJSON    `json:"token_ids,omitempty"`
+	AttentionMask *TensorJSON    `json:"attention_mask,omitempty"`
+	TokenTypeIDs  *TensorJSON    `json:"token_type_ids,omitempty"`
+	Strings       *TensorJSON    `json:"strings,omitempty"`
 }
 
-type normalizeJSON struct {
-	Form         *string `json:"form"`
-	CaseFold     *bool   `json:"case_fold"`
-	StripAccents bool    `json:"strip_accents"`
+// NormalizeJSON is "text.normalize".
+type NormalizeJSON struct {
+	Form         *string `json:"form,omitempty"`
+	CaseFold     *bool   `json:"case_fold,omitempty"`
+	StripAccents bool    `json:"strip_accents,omitempty"`
 }
 
-type tokenizeJSON struct {
-	Punctuation *bool `json:"punctuation"`
-	Symbols     bool  `json:"symbols"`
-	CJK         *bool `json:"cjk"`
+// TokenizeJSON is "text.tokenize".
+type TokenizeJSON struct {
+	Punctuation *bool `json:"punctuation,omitempty"`
+	Symbols     bool  `json:"symbols,omitempty"`
+	CJK         *bool `json:"cjk,omitempty"`
 }
 
-type wordPieceJSON struct {
+// WordPieceJSON is "text.wordpiece".
+type WordPieceJSON struct {
 	Vocab              string  `json:"vocab"`
-	UnkToken           *string `json:"unk_token"`
-	ContinuationPrefix *string `json:"continuation_prefix"`
-	MaxCharsPerWord    *int    `json:"max_chars_per_word"`
+	UnkToken           *string `json:"unk_token,omitempty"`
+	ContinuationPrefix *string `json:"continuation_prefix,omitempty"`
+	MaxCharsPerWord    *int    `json:"max_chars_per_word,omitempty"`
 }
 
-type tensorJSON struct {
+// TensorJSON names one model input a step fills: "text.token_ids" and the like.
+type TensorJSON struct {
 	Input string  `json:"input"`
-	DType string  `json:"dtype"`
-	Shape []int64 `json:"shape"`
+	DType string  `json:"dtype,omitempty"`
+	Shape []int64 `json:"shape,omitempty"`
 }
 
-type groupJSON struct {
+// GroupJSON is one entry of "features": the features packed into one input.
+type GroupJSON struct {
 	Input       string            `json:"input"`
-	DType       string            `json:"dtype"`
-	Shape       []int64           `json:"shape"`
-	Numeric     []numericJSON     `json:"numeric"`
-	Categorical []categoricalJSON `json:"categorical"`
+	DType       string            `json:"dtype,omitempty"`
+	Shape       []int64           `json:"shape,omitempty"`
+	Numeric     []NumericJSON     `json:"numeric,omitempty"`
+	Categorical []CategoricalJSON `json:"categorical,omitempty"`
 }
 
-type numericJSON struct {
+// NumericJSON is one numeric feature of a GroupJSON.
+type NumericJSON struct {
 	Name    string   `json:"name"`
-	Slot    *int     `json:"slot"`
-	Mean    float64  `json:"mean"`
-	Std     *float64 `json:"std"`
-	Default *float64 `json:"default"`
+	Slot    *int     `json:"slot,omitempty"`
+	Mean    float64  `json:"mean,omitempty"`
+	Std     *float64 `json:"std,omitempty"`
+	Default *float64 `json:"default,omitempty"`
 }
 
-type categoricalJSON struct {
+// CategoricalJSON is one categorical feature of a GroupJSON.
+type CategoricalJSON struct {
 	Name        string   `json:"name"`
-	Slot        *int     `json:"slot"`
-	Encoding    string   `json:"encoding"`
-	Vocab       []string `json:"vocab"`
-	VocabFile   string   `json:"vocab_file"`
-	OOVBuckets  int      `json:"oov_buckets"`
-	HashBuckets int      `json:"hash_buckets"`
-	Default     *string  `json:"default"`
+	Slot        *int     `json:"slot,omitempty"`
+	Encoding    string   `json:"encoding,omitempty"`
+	Vocab       []string `json:"vocab,omitempty"`
+	VocabFile   string   `json:"vocab_file,omitempty"`
+	OOVBuckets  int      `json:"oov_buckets,omitempty"`
+	HashBuckets int      `json:"hash_buckets,omitempty"`
+	Default     *string  `json:"default,omitempty"`
 }
 
-type outputJSON struct {
+// OutputJSON is one entry of "outputs": how one model output is decoded.
+type OutputJSON struct {
 	Output     string   `json:"output"`
 	Kind       string   `json:"kind"`
-	Activation string   `json:"activation"`
-	Labels     string   `json:"labels"`
-	LabelNames []string `json:"label_names"`
+	Activation string   `json:"activation,omitempty"`
+	Labels     string   `json:"labels,omitempty"`
+	LabelNames []string `json:"label_names,omitempty"`
 }
 
 // decodeSpec parses spec JSON, reporting every unknown field with its path, then
 // the first type error with its path. Semantic validation happens in compile.
-func decodeSpec(b []byte) (*specJSON, error) {
+func decodeSpec(b []byte) (*SpecJSON, error) {
 	if len(b) > MaxSpecBytes {
 		return nil, fmt.Errorf("%w: spec is %d bytes, at most %d", ErrSpec, len(b), MaxSpecBytes)
 	}
@@ -160,11 +173,11 @@ func decodeSpec(b []byte) (*specJSON, error) {
 		return nil, fmt.Errorf("%w: the spec must be a JSON object", ErrSpec)
 	}
 	var probs problems
-	unknownFields(generic, reflect.TypeFor[specJSON](), "", &probs)
+	unknownFields(generic, reflect.TypeFor[SpecJSON](), "", &probs)
 	if err := probs.err(); err != nil {
 		return nil, err
 	}
-	var s specJSON
+	var s SpecJSON
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrSpec, jsonErr(b, err))
 	}

@@ -5,12 +5,12 @@ import (
 	"fmt"
 
 	"github.com/tfgate/tfgate/internal/servingsim/model"
+	"github.com/tfgate/tfgate/preprocess"
 )
 
 // PreprocessSpecPath is where every exported version gets its tfgate
-// preprocessing spec (the format documented in package preprocess, which this
-// file does not import so that preprocess's tests may import modelgen).
-const PreprocessSpecPath = "assets.extra/tfgate-preprocess.json"
+// preprocessing spec, in the format package preprocess documents and decodes.
+const PreprocessSpecPath = preprocess.SpecPath
 
 // SegmentFeature is the categorical feature of linear and regressor models with at
 // least 4 features: it is looked up in SegmentValues and one-hot encoded into the
@@ -44,78 +44,27 @@ func writePreprocessSpec(files map[string][]byte, spec Spec) error {
 	return nil
 }
 
-type ppTensor struct {
-	Input string  `json:"input"`
-	DType string  `json:"dtype"`
-	Shape []int64 `json:"shape"`
-}
-
-type ppNumeric struct {
-	Name    string   `json:"name"`
-	Slot    int      `json:"slot"`
-	Mean    float64  `json:"mean"`
-	Std     float64  `json:"std"`
-	Default *float64 `json:"default,omitempty"`
-}
-
-type ppCategorical struct {
-	Name       string   `json:"name"`
-	Slot       int      `json:"slot"`
-	Vocab      []string `json:"vocab"`
-	OOVBuckets int      `json:"oov_buckets"`
-	Default    string   `json:"default"`
-}
-
-type ppGroup struct {
-	ppTensor
-	Numeric     []ppNumeric     `json:"numeric"`
-	Categorical []ppCategorical `json:"categorical,omitempty"`
-}
-
-type ppOutput struct {
-	Output string `json:"output"`
-	Kind   string `json:"kind"`
-	Labels string `json:"labels,omitempty"`
-}
-
-type ppText struct {
-	Normalize     map[string]any `json:"normalize"`
-	Tokenize      map[string]any `json:"tokenize"`
-	WordPiece     map[string]any `json:"wordpiece"`
-	MaxLength     int            `json:"max_length"`
-	PadToken      string         `json:"pad_token"`
-	TokenIDs      ppTensor       `json:"token_ids"`
-	AttentionMask ppTensor       `json:"attention_mask"`
-}
-
-type ppSpec struct {
-	Format      string            `json:"format"`
-	Description string            `json:"description"`
-	Metadata    map[string]string `json:"metadata"`
-	Text        *ppText           `json:"text,omitempty"`
-	Features    []ppGroup         `json:"features,omitempty"`
-	Outputs     []ppOutput        `json:"outputs"`
-}
-
-func preprocessSpec(s Spec) ppSpec {
-	ps := ppSpec{
-		Format:      "tfgate-preprocess/v1",
+func preprocessSpec(s Spec) preprocess.SpecJSON {
+	ps := preprocess.SpecJSON{
+		Format:      preprocess.Format,
 		Description: fmt.Sprintf("modelgen %s, seed %d", s.Kind, s.Seed),
 		Metadata:    map[string]string{"generator": "modelgen", "kind": s.Kind, "seed": fmt.Sprint(s.Seed)},
 	}
 	switch s.Kind {
 	case model.KindTextClassifier:
 		L := int64(s.MaxLen)
-		ps.Text = &ppText{
-			Normalize:     map[string]any{"form": "NFKC", "case_fold": true},
-			Tokenize:      map[string]any{"punctuation": true, "cjk": true},
-			WordPiece:     map[string]any{"vocab": "assets/vocab.txt", "unk_token": UnkToken, "continuation_prefix": "##", "max_chars_per_word": 100},
+		ps.Text = &preprocess.TextJSON{
+			Normalize: &preprocess.NormalizeJSON{Form: new("NFKC"), CaseFold: new(true)},
+			Tokenize:  &preprocess.TokenizeJSON{Punctuation: new(true), CJK: new(true)},
+			WordPiece: &preprocess.WordPieceJSON{
+				Vocab: "assets/vocab.txt", UnkToken: new(UnkToken), ContinuationPrefix: new("##"), MaxCharsPerWord: new(100),
+			},
 			MaxLength:     s.MaxLen,
-			PadToken:      PadToken,
-			TokenIDs:      ppTensor{Input: "input_ids", DType: "DT_INT64", Shape: []int64{-1, L}},
-			AttentionMask: ppTensor{Input: "attention_mask", DType: "DT_INT64", Shape: []int64{-1, L}},
+			PadToken:      new(PadToken),
+			TokenIDs:      &preprocess.TensorJSON{Input: "input_ids", DType: "DT_INT64", Shape: []int64{-1, L}},
+			AttentionMask: &preprocess.TensorJSON{Input: "attention_mask", DType: "DT_INT64", Shape: []int64{-1, L}},
 		}
-		ps.Outputs = []ppOutput{
+		ps.Outputs = []preprocess.OutputJSON{
 			{Output: "scores", Kind: "scores", Labels: "assets/labels.txt"},
 			{Output: "embedding", Kind: "embedding"},
 		}
@@ -126,29 +75,33 @@ func preprocessSpec(s Spec) ppSpec {
 				names = append(names, fmt.Sprintf("f%d", i))
 			}
 		}
-		g := ppGroup{ppTensor: ppTensor{Input: "features", DType: "DT_FLOAT", Shape: []int64{-1, int64(s.Features)}}}
+		g := preprocess.GroupJSON{Input: "features", DType: "DT_FLOAT", Shape: []int64{-1, int64(s.Features)}}
 		numeric := s.Features
 		if s.Features >= 4 {
 			numeric = s.Features - 3
-			g.Categorical = []ppCategorical{{Name: SegmentFeature, Slot: numeric, Vocab: SegmentValues, OOVBuckets: 1, Default: SegmentValues[0]}}
+			g.Categorical = []preprocess.CategoricalJSON{{
+				Name: SegmentFeature, Slot: new(numeric), Vocab: SegmentValues, OOVBuckets: 1, Default: new(SegmentValues[0]),
+			}}
 		}
 		for i := range numeric {
 			mean := float64(posMod(s.Seed*31+int64(i)*7, 10)+10) / 2 // 5.0 .. 9.5, by seed
 			std := 1 + float64(posMod(s.Seed+int64(i), 4))/2         // 1.0 .. 2.5
-			f := ppNumeric{Name: names[i], Slot: i, Mean: mean, Std: std}
+			f := preprocess.NumericJSON{Name: names[i], Slot: new(i), Mean: mean, Std: new(std)}
 			if i > 0 {
-				f.Default = &mean
+				f.Default = new(mean)
 			}
 			g.Numeric = append(g.Numeric, f)
 		}
-		ps.Features = []ppGroup{g}
+		ps.Features = []preprocess.GroupJSON{g}
 		if s.Kind == model.KindLinear {
-			ps.Outputs = []ppOutput{{Output: "scores", Kind: "scores", Labels: "assets/labels.txt"}}
+			ps.Outputs = []preprocess.OutputJSON{{Output: "scores", Kind: "scores", Labels: "assets/labels.txt"}}
 		} else {
-			ps.Outputs = []ppOutput{{Output: "values", Kind: "values"}}
+			ps.Outputs = []preprocess.OutputJSON{{Output: "values", Kind: "values"}}
 		}
 	}
 	return ps
 }
+
+func ptr[T any](v T) *T { return &v }
 
 func posMod(x, n int64) int64 { return ((x % n) + n) % n }
