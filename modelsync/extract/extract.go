@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	kgzip "github.com/klauspost/compress/gzip"
 )
@@ -29,7 +30,25 @@ var (
 	ErrCorrupt = errors.New("corrupt archive")
 	// ErrEmpty: the archive holds no regular file.
 	ErrEmpty = errors.New("empty archive")
+	// ErrRefused: the filesystem refused an entry's name or link target for a reason
+	// that a retry cannot change (ENAMETOOLONG, EILSEQ, EINVAL and their kin). It is a
+	// property of the archive, not a transient failure.
+	ErrRefused = errors.New("filesystem refuses archive entry")
 )
+
+// NameMax is the longest path component (and PathMax the longest link target) that
+// Linux filesystems accept; longer ones are refused before anything is written.
+const (
+	NameMax = 255
+	PathMax = 4095
+)
+
+// maxLinkHops is how many symlinks one resolution may follow: Linux's MAXSYMLINKS.
+const maxLinkHops = 40
+
+// linkSteps bounds the path components all symlink resolutions of one archive may
+// walk, so a hostile archive of long link chains costs bounded CPU.
+const linkSteps = 1 << 22
 
 // Limits bound what one archive may contain. Zero fields take the defaults.
 type Limits struct {
@@ -39,7 +58,7 @@ type Limits struct {
 	MaxEntryBytes int64 `json:"max_entry_bytes" yaml:"max_entry_bytes"`
 	// MaxTotalBytes is the sum of all file sizes. Default 16 GiB.
 	MaxTotalBytes int64 `json:"max_total_bytes" yaml:"max_total_bytes"`
-	// MaxNameBytes is the longest entry name. Default 1024.
+	// MaxNameBytes is the longest entry name and the longest link target. Default 1024.
 	MaxNameBytes int `json:"max_name_bytes" yaml:"max_name_bytes"`
 	// MaxTrailingBytes is how much data may follow the tar end marker inside the gzip
 	// stream (tar writers pad to a record size). Default 1 MiB.
@@ -162,9 +181,11 @@ func Extract(ctx context.Context, r io.Reader, dst string, opt Options) (Stats, 
 
 	x := &extractor{
 		ctx: ctx, root: root, opt: opt, lim: lim,
-		kinds: map[string]byte{".": tar.TypeDir},
-		dirs:  map[string]bool{".": true},
-		buf:   make([]byte, copyBuf),
+		kinds:  map[string]byte{".": tar.TypeDir},
+		dirs:   map[string]bool{".": true},
+		linkTo: map[string]string{},
+		steps:  linkSteps,
+		buf:    make([]byte, copyBuf),
 	}
 	if len(opt.Include) > 0 {
 		x.include = map[string]bool{}
@@ -202,6 +223,9 @@ func Extract(ctx context.Context, r io.Reader, dst string, opt Options) (Stats, 
 	if x.files == 0 {
 		return x.st, fmt.Errorf("%w: no regular file among %d entries", ErrEmpty, x.st.Entries)
 	}
+	if err := x.symlinks(); err != nil {
+		return x.st, err
+	}
 	if opt.Sync {
 		if err := x.syncDirs(dst); err != nil {
 			return x.st, err
@@ -218,8 +242,16 @@ type extractor struct {
 	include map[string]bool
 	// strip: 0 undecided, 1 strip the first component, -1 do not.
 	strip int
-	// kinds maps each cleaned name seen (after stripping) to its tar type.
+	// kinds maps each cleaned name seen (after stripping) to its tar type, and each
+	// directory an entry implies to TypeDir: the archive's tree as a whole, extracted
+	// or skipped.
 	kinds map[string]byte
+	// linkTo maps each symlink's name to its target.
+	linkTo map[string]string
+	// links are the symlinks to create, in archive order, once the whole tree is known.
+	links []string
+	// steps is what is left of the link-resolution budget (linkSteps).
+	steps int
 	dirs  map[string]bool
 	files int
 	st    Stats
@@ -248,6 +280,9 @@ func (x *extractor) clean(name string) (string, error) {
 	for _, c := range strings.Split(name, "/") {
 		if c == ".." {
 			return "", unsafe(name, "path contains ..")
+		}
+		if len(c) > NameMax {
+			return "", fmt.Errorf("%w: entry name has a %d-byte component, limit %d", ErrLimit, len(c), NameMax)
 		}
 	}
 	return path.Clean(name), nil
@@ -358,9 +393,13 @@ func (x *extractor) entry(hdr *tar.Header, tr io.Reader) error {
 		if t == "" || strings.HasPrefix(t, "/") || strings.ContainsRune(t, 0) {
 			return unsafe(hdr.Name, "symlink to %q: absolute or empty target", t)
 		}
-		resolved := path.Join(path.Dir(name), t)
-		if resolved == ".." || strings.HasPrefix(resolved, "../") {
-			return unsafe(hdr.Name, "symlink to %q points outside the version directory", t)
+		if err := checkTarget(t, x.lim.MaxNameBytes); err != nil {
+			return fmt.Errorf("%w: symlink %q: %w", ErrLimit, hdr.Name, err)
+		}
+		// Judge the link by where it resolves through the tree seen so far; what it
+		// passes through later entries is judged again once the archive has ended.
+		if _, err := x.resolve(name, t); err != nil {
+			return unsafe(hdr.Name, "symlink to %q: %v", t, err)
 		}
 		target = t
 	case tar.TypeLink:
@@ -380,6 +419,12 @@ func (x *extractor) entry(hdr *tar.Header, tr io.Reader) error {
 	if hdr.Typeflag == tar.TypeRegA {
 		x.kinds[name] = tar.TypeReg
 	}
+	for d := path.Dir(name); d != "." && x.kinds[d] == 0; d = path.Dir(d) {
+		x.kinds[d] = tar.TypeDir
+	}
+	if hdr.Typeflag == tar.TypeSymlink {
+		x.linkTo[name] = target
+	}
 	if x.include != nil {
 		first, _, _ := strings.Cut(name, "/")
 		if !x.include[first] {
@@ -391,12 +436,9 @@ func (x *extractor) entry(hdr *tar.Header, tr io.Reader) error {
 	case tar.TypeDir:
 		return x.mkdir(name)
 	case tar.TypeSymlink:
-		if err := x.mkdir(path.Dir(name)); err != nil {
-			return err
-		}
-		if err := x.root.Symlink(target, name); err != nil {
-			return fmt.Errorf("symlink %q: %w", hdr.Name, err)
-		}
+		// Created after the last entry, once every link is known to resolve inside
+		// the destination: until then no symlink exists on disk.
+		x.links = append(x.links, name)
 		return nil
 	case tar.TypeLink:
 		if err := x.mkdir(path.Dir(name)); err != nil {
@@ -409,7 +451,7 @@ func (x *extractor) entry(hdr *tar.Header, tr io.Reader) error {
 			}
 		}
 		if err := x.root.Link(target, name); err != nil {
-			return fmt.Errorf("hard link %q: %w", hdr.Name, err)
+			return fsError("hard link", hdr.Name, err)
 		}
 		return nil
 	}
@@ -421,12 +463,123 @@ func (x *extractor) mkdir(name string) error {
 		return nil
 	}
 	if err := x.root.MkdirAll(name, 0o755); err != nil {
-		return fmt.Errorf("mkdir %q: %w", name, err)
+		return fsError("mkdir", name, err)
 	}
 	for d := name; d != "." && !x.dirs[d]; d = path.Dir(d) {
 		x.dirs[d] = true
 		if x.kinds[d] == 0 {
 			x.kinds[d] = tar.TypeDir
+		}
+	}
+	return nil
+}
+
+// fsError wraps a failed filesystem operation on an entry, as ErrRefused when the
+// filesystem refuses the entry itself (a retry would fail the same way).
+func fsError(op, name string, err error) error {
+	for _, e := range []error{syscall.ENAMETOOLONG, syscall.EILSEQ, syscall.EINVAL, syscall.ELOOP,
+		syscall.ENOTDIR, syscall.EISDIR, syscall.EEXIST, syscall.EMLINK} {
+		if errors.Is(err, e) {
+			return fmt.Errorf("%w: %s %q: %w", ErrRefused, op, name, err)
+		}
+	}
+	return fmt.Errorf("%s %q: %w", op, name, err)
+}
+
+// checkTarget bounds a link target: its length and each component's.
+func checkTarget(t string, maxBytes int) error {
+	if len(t) > maxBytes || len(t) > PathMax {
+		return fmt.Errorf("target of %d bytes, limit %d", len(t), min(maxBytes, PathMax))
+	}
+	for _, c := range strings.Split(t, "/") {
+		if len(c) > NameMax {
+			return fmt.Errorf("target has a %d-byte component, limit %d", len(c), NameMax)
+		}
+	}
+	return nil
+}
+
+var (
+	errEscape = errors.New("resolves outside the version directory")
+	errLoop   = fmt.Errorf("more than %d levels of symlinks", maxLinkHops)
+)
+
+// resolve walks target from the directory of the symlink at link the way the kernel
+// does (each ".." leaves the directory actually reached, through every symlink met on
+// the way), over the archive's own tree. It fails when any step would leave the
+// destination, and reports found=false when it reaches a name the archive does not
+// have (yet): the kernel stops there too (ENOENT, or ENOTDIR below a file).
+func (x *extractor) resolve(link, target string) (found bool, err error) {
+	var cur []string // the directory reached, as components under the destination
+	if d := path.Dir(link); d != "." {
+		cur = strings.Split(d, "/")
+	}
+	todo := strings.Split(target, "/")
+	hops := 0
+	for len(todo) > 0 {
+		if x.steps--; x.steps < 0 {
+			return false, fmt.Errorf("%w: symlinks take more than %d steps to resolve", ErrLimit, linkSteps)
+		}
+		c := todo[0]
+		todo = todo[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(cur) == 0 {
+				return false, errEscape
+			}
+			cur = cur[:len(cur)-1]
+			continue
+		}
+		p := c
+		if len(cur) > 0 {
+			p = strings.Join(cur, "/") + "/" + c
+		}
+		switch x.kinds[p] {
+		case 0:
+			return false, nil
+		case tar.TypeSymlink:
+			if hops++; hops > maxLinkHops {
+				return false, errLoop
+			}
+			todo = append(strings.Split(x.linkTo[p], "/"), todo...)
+		case tar.TypeDir:
+			cur = append(cur, c)
+		default: // a regular file or a hard link to one
+			for _, rest := range todo {
+				if rest != "" {
+					return false, nil
+				}
+			}
+			cur = append(cur, c)
+		}
+	}
+	return true, nil
+}
+
+// symlinks judges every symlink against the complete tree, then creates the ones
+// extracted. A link must resolve to an entry of the archive without leaving the
+// destination at any step.
+func (x *extractor) symlinks() error {
+	for name, t := range x.linkTo {
+		found, err := x.resolve(name, t)
+		if errors.Is(err, ErrLimit) {
+			return err
+		}
+		if err != nil {
+			return unsafe(name, "symlink to %q: %v", t, err)
+		}
+		if !found {
+			return unsafe(name, "symlink to %q: the target is not in the archive", t)
+		}
+	}
+	for _, name := range x.links {
+		if err := x.mkdir(path.Dir(name)); err != nil {
+			return err
+		}
+		if err := x.root.Symlink(x.linkTo[name], name); err != nil {
+			return fsError("symlink", name, err)
 		}
 	}
 	return nil
@@ -455,7 +608,7 @@ func (x *extractor) file(hdr *tar.Header, name string, tr io.Reader) error {
 	}
 	f, err := x.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
-		return fmt.Errorf("create %q: %w", hdr.Name, err)
+		return fsError("create", hdr.Name, err)
 	}
 	n, err := io.CopyBuffer(struct{ io.Writer }{f}, ctxReader{x.ctx, tr}, x.buf)
 	x.st.Bytes += n
