@@ -136,7 +136,6 @@ type Metric struct {
 	// Types that are valid to be assigned to ValueIncrease:
 	//
 	//	*Metric_Int64ValueIncrease
-	//	*Metric_FloatValueIncrease
 	ValueIncrease isMetric_ValueIncrease `protobuf_oneof:"value_increase"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -195,15 +194,6 @@ func (x *Metric) GetInt64ValueIncrease() int64 {
 	return 0
 }
 
-func (x *Metric) GetFloatValueIncrease() float32 {
-	if x != nil {
-		if x, ok := x.ValueIncrease.(*Metric_FloatValueIncrease); ok {
-			return x.FloatValueIncrease
-		}
-	}
-	return 0
-}
-
 type isMetric_ValueIncrease interface {
 	isMetric_ValueIncrease()
 }
@@ -212,13 +202,7 @@ type Metric_Int64ValueIncrease struct {
 	Int64ValueIncrease int64 `protobuf:"varint,2,opt,name=int64_value_increase,json=int64ValueIncrease,proto3,oneof"`
 }
 
-type Metric_FloatValueIncrease struct {
-	FloatValueIncrease float32 `protobuf:"fixed32,3,opt,name=float_value_increase,json=floatValueIncrease,proto3,oneof"`
-}
-
 func (*Metric_Int64ValueIncrease) isMetric_ValueIncrease() {}
-
-func (*Metric_FloatValueIncrease) isMetric_ValueIncrease() {}
 
 var File_tensorflow_serving_model_management_proto protoreflect.FileDescriptor
 
@@ -230,11 +214,10 @@ const file_tensorflow_serving_model_management_proto_rawDesc = "" +
 	"\fmetric_names\x18\x02 \x03(\tR\vmetricNames\"\x83\x01\n" +
 	"\x14ReloadConfigResponse\x127\n" +
 	"\x06status\x18\x01 \x01(\v2\x1f.tensorflow.serving.StatusProtoR\x06status\x122\n" +
-	"\x06metric\x18\x02 \x03(\v2\x1a.tensorflow.serving.MetricR\x06metric\"\x96\x01\n" +
+	"\x06metric\x18\x02 \x03(\v2\x1a.tensorflow.serving.MetricR\x06metric\"b\n" +
 	"\x06Metric\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x122\n" +
-	"\x14int64_value_increase\x18\x02 \x01(\x03H\x00R\x12int64ValueIncrease\x122\n" +
-	"\x14float_value_increase\x18\x03 \x01(\x02H\x00R\x12floatValueIncreaseB\x10\n" +
+	"\x14int64_value_increase\x18\x02 \x01(\x03H\x00R\x12int64ValueIncreaseB\x10\n" +
 	"\x0evalue_increaseB=Z;github.com/tfgate/tfgate/proto/tensorflow_serving;servingpbb\x06proto3"
 
 var (
@@ -277,7 +260,6 @@ func file_tensorflow_serving_model_management_proto_init() {
 	file_tensorflow_serving_status_proto_init()
 	file_tensorflow_serving_model_management_proto_msgTypes[2].OneofWrappers = []any{
 		(*Metric_Int64ValueIncrease)(nil),
-		(*Metric_FloatValueIncrease)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
