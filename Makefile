@@ -6,7 +6,7 @@ export PATH := $(TOOLS_BIN):$(PATH)
 GO ?= go
 BINARIES := gateway modelsync loadtest servingsim
 
-.PHONY: all build test vet lint proto protocheck tools demo bench bench-modelsync fuzz clean fmt
+.PHONY: all build test vet lint proto protocheck tidycheck tools demo bench bench-modelsync fuzz clean fmt
 
 all: build
 
@@ -27,6 +27,10 @@ proto:
 protocheck:
 	@scripts/protocheck.sh
 
+## tidycheck: fail when `go mod tidy` would change go.mod or go.sum (it prints the diff)
+tidycheck:
+	@$(GO) mod tidy -diff || { echo "tidycheck: go.mod/go.sum are not tidy; run 'go mod tidy' and commit both" >&2; exit 1; }
+
 lint:
 	@scripts/tools.sh buf
 	buf lint
@@ -35,8 +39,8 @@ lint:
 vet:
 	$(GO) vet ./...
 
-## test: vet, lint, the proto staleness check, and every test with -race
-test: tools vet lint protocheck
+## test: vet, lint, the proto staleness and module tidiness checks, and every test with -race
+test: tools vet lint protocheck tidycheck
 	$(GO) test -race -count=1 -timeout 30m ./...
 
 ## demo: the whole stack on loopback, with a report
