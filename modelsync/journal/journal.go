@@ -2,15 +2,18 @@ package journal
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Outcomes of a sync attempt.
@@ -42,6 +45,39 @@ type Entry struct {
 	// PhasesMS holds per-phase durations in milliseconds: queued, fetch_extract
 	// (download and extraction stream together), commit, retention, reload, total.
 	PhasesMS map[string]float64 `json:"phases_ms,omitempty"`
+}
+
+// MaxFieldBytes bounds each text field of a journal record (model, bucket, key,
+// message id, reason): outside input quoted in a record is cut there, with a marker, so
+// one hostile notification cannot write a line that readers choke on.
+const MaxFieldBytes = 1024
+
+// MaxLineBytes is the longest line Query reads; longer (or unparsable) lines are
+// skipped and counted, never fatal.
+const MaxLineBytes = 1 << 20
+
+// Truncate cuts s to at most n bytes (on a UTF-8 boundary), marking what was cut.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	marker := fmt.Sprintf("...[cut from %d bytes]", len(s))
+	cut := n - len(marker)
+	if cut < 0 {
+		cut = 0
+	}
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + marker
+}
+
+// Bounded returns e with every text field cut to MaxFieldBytes.
+func (e Entry) Bounded() Entry {
+	for _, f := range []*string{&e.Model, &e.Bucket, &e.Key, &e.MessageID, &e.Reason, &e.Trigger} {
+		*f = Truncate(*f, MaxFieldBytes)
+	}
+	return e
 }
 
 // Total is the total duration.
@@ -103,9 +139,9 @@ func (j *Journal) open() error {
 	return nil
 }
 
-// Append writes e as one line.
+// Append writes e, bounded (Entry.Bounded), as one line.
 func (j *Journal) Append(e Entry) error {
-	b, err := json.Marshal(e)
+	b, err := json.Marshal(e.Bounded())
 	if err != nil {
 		return err
 	}
@@ -250,19 +286,17 @@ func Query(dir string, f Filter) ([]Entry, int, error) {
 		if err != nil {
 			return nil, bad, err
 		}
-		sc := bufio.NewScanner(fh)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
+		n, err := readLines(bufio.NewReaderSize(fh, 64<<10), func(line []byte) {
 			var e Entry
-			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			if err := json.Unmarshal(line, &e); err != nil {
 				bad++
-				continue
+				return
 			}
 			if f.match(e) {
 				out = append(out, e)
 			}
-		}
-		err = sc.Err()
+		})
+		bad += n
 		fh.Close()
 		if err != nil {
 			return nil, bad, fmt.Errorf("read %s: %w", p, err)
@@ -292,4 +326,36 @@ func Query(dir string, f Filter) ([]Entry, int, error) {
 		out = out[:f.Limit]
 	}
 	return out, bad, nil
+}
+
+// readLines calls fn with each line of r up to MaxLineBytes long (without its newline)
+// and skips longer ones, returning how many it skipped.
+func readLines(r *bufio.Reader, fn func([]byte)) (skipped int, err error) {
+	var line []byte
+	long := false
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if !long {
+			if len(line)+len(chunk) > MaxLineBytes+1 {
+				long, line = true, line[:0]
+			} else {
+				line = append(line, chunk...)
+			}
+		}
+		switch {
+		case err == bufio.ErrBufferFull:
+			continue
+		case err != nil && err != io.EOF:
+			return skipped, err
+		}
+		if long {
+			skipped++
+		} else if l := bytes.TrimSuffix(line, []byte("\n")); len(l) > 0 {
+			fn(l)
+		}
+		line, long = line[:0], false
+		if err == io.EOF {
+			return skipped, nil
+		}
+	}
 }

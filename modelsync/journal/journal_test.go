@@ -94,3 +94,61 @@ func TestRotationBounded(t *testing.T) {
 		t.Errorf("rotated files = %d, want 2", len(files))
 	}
 }
+
+// TestHostileInputBounded: a notification with a 250,000-character key must not write a
+// line readers cannot read, and a line too long to read (written before records were
+// bounded, or damaged) is skipped and counted rather than failing the query.
+func TestHostileInputBounded(t *testing.T) {
+	dir := t.TempDir()
+	j, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := strings.Repeat("k\"\\", 250000/3)
+	t0 := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)
+	if err := j.Append(Entry{Time: t0, Key: key, Outcome: Rejected, Reason: "key " + key + " matches none of " + key}); err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	fi, err := os.Stat(filepath.Join(dir, liveName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() > 8*MaxFieldBytes {
+		t.Errorf("journal line is %d bytes for one hostile record, want <= %d", fi.Size(), 8*MaxFieldBytes)
+	}
+	// An old, oversized line between two good ones.
+	f, _ := os.OpenFile(filepath.Join(dir, liveName), os.O_WRONLY|os.O_APPEND, 0)
+	f.WriteString(`{"time":"2026-12-03T00:00:01Z","outcome":"rejected","key":"` + strings.Repeat("x", 4500000) + "\"}\n")
+	f.WriteString(`{"time":"2026-12-03T00:00:02Z","outcome":"published","model":"m"}` + "\n")
+	f.Close()
+	got, bad, err := Query(dir, Filter{})
+	if err != nil {
+		t.Fatalf("Query = %v, want the readable entries", err)
+	}
+	if len(got) != 2 || bad != 1 {
+		t.Fatalf("Query: %d entries, %d bad; want 2 and 1", len(got), bad)
+	}
+	if k := got[0].Key; len(k) > MaxFieldBytes || !strings.Contains(k, "[cut from ") {
+		t.Errorf("stored key is %d bytes (%q...), want <= %d with a cut marker", len(k), k[:min(len(k), 40)], MaxFieldBytes)
+	}
+	if got[1].Model != "m" {
+		t.Errorf("entry after the long line = %+v", got[1])
+	}
+}
+
+func TestTruncate(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{strings.Repeat("a", 40), 30, strings.Repeat("a", 8) + "...[cut from 40 bytes]"},
+		{strings.Repeat("é", 20), 30, strings.Repeat("é", 4) + "...[cut from 40 bytes]"},
+	} {
+		if got := Truncate(tc.in, tc.n); got != tc.want || len(got) > tc.n {
+			t.Errorf("Truncate(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+		}
+	}
+}
