@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -54,5 +56,48 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("gave up waiting until %s", what)
 		}
+	}
+}
+
+// The signature checker keeps a result (holding the compiled pipeline) only for
+// versions still in the spec store of a configured model: one removed from the
+// model root, or whose model left the config, is dropped at the next rebuild.
+func TestSignatureResultsOfGoneVersionsAreDropped(t *testing.T) {
+	root := t.TempDir()
+	writeVersions(t, root, "reviews", model.KindTextClassifier, model.Cost{}, 1, 2)
+	writeVersions(t, root, "intents", model.KindTextClassifier, model.Cost{}, 1)
+	store := scannedStore(t, root)
+	cfg := filepath.Join(t.TempDir(), "routes.yaml")
+	writeModels(t, cfg, "  reviews: {default: \"2\"}\n  intents: {default: \"1\"}\n")
+	srv := runServer(t, Options{ConfigPath: cfg, Backends: newFakeBackends(root), Specs: StoreSpecs{store}, WatchInterval: -1})
+	for _, k := range []vkey{{"reviews", 1}, {"reviews", 2}, {"intents", 1}} {
+		waitUntil(t, fmt.Sprintf("%s version %d checked", k.model, k.version), func() bool { return srv.snap.Load().pipes[k] != nil })
+	}
+	if got := srv.sig.size(); got != 3 {
+		t.Fatalf("signature results after checking 3 versions: %d, want 3", got)
+	}
+
+	// Version 1 of reviews leaves the model root.
+	if err := os.RemoveAll(filepath.Join(root, "reviews", "1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	srv.rebuild()
+	if got := srv.sig.size(); got != 2 {
+		t.Errorf("signature results after reviews/1 was removed: %d, want 2", got)
+	}
+
+	// intents leaves the config.
+	writeModels(t, cfg, "  reviews: {default: \"2\"}\n")
+	if err := srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.sig.size(); got != 1 {
+		t.Errorf("signature results after intents left the config: %d, want 1 (reviews/2)", got)
+	}
+	if srv.snap.Load().pipes[vkey{"reviews", 2}] == nil {
+		t.Error("reviews/2 lost its checked pipeline")
 	}
 }

@@ -258,6 +258,13 @@ func (s *Server) rebuildLocked() {
 		}
 	}
 	s.snap.Store(&snapshot{routes: routes, pipes: st.pipes, backendsReady: backendsReady, sigPending: pending})
+	// Signature results are kept for the versions this build considered (every
+	// version in the spec store of a configured model, and every version the
+	// config names); the others are gone and their pipelines with them.
+	s.sig.retain(func(k vkey) bool {
+		_, considered := st.why[k]
+		return considered || st.pipes[k] != nil
+	})
 	// Batchers of versions that are gone (no longer in the config, in the spec store
 	// or on any host) are closed, after sending what they hold.
 	if n := s.group.Retain(func(model string, v int64) bool {

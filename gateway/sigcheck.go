@@ -16,7 +16,7 @@ import (
 	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
 )
 
-// ErrSignatureCheck wraps the reason a spec failed its signature check.
+// errPending is a version's state while its signature check has not finished.
 var errPending = errors.New("signature check pending")
 
 // sigChecker checks each loaded pipeline once against its version's signature
@@ -79,6 +79,32 @@ func (c *sigChecker) lastErr(k vkey) error {
 		return r.err
 	}
 	return nil
+}
+
+// retain drops the results of the versions keep rejects and returns how many it
+// dropped. Each result holds a compiled pipeline (vocabulary included), so without
+// this the checker would keep one per (model, version) ever seen, and with
+// per-customer models rebuilt daily that grows without bound. A check still
+// running for a dropped version finishes on its orphaned result, which nothing
+// reads; if the version comes back it is checked again.
+func (c *sigChecker) retain(keep func(vkey) bool) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for k := range c.results {
+		if !keep(k) {
+			delete(c.results, k)
+			n++
+		}
+	}
+	return n
+}
+
+// size is the number of results held (for tests).
+func (c *sigChecker) size() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.results)
 }
 
 // start lets checks run under ctx; wait waits for them after ctx ends.
