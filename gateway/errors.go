@@ -85,14 +85,21 @@ func Code(err error) codes.Code {
 	// Batching.
 	case errors.Is(err, batching.ErrClosed):
 		return codes.Unavailable
+	case errors.Is(err, batching.ErrInvalidRequest):
+		return codes.InvalidArgument // as TF Serving's own batching answers
+	case errors.Is(err, batching.ErrInvalidConfig):
+		return codes.FailedPrecondition
+	case errors.Is(err, batching.ErrQueueFull):
+		return codes.ResourceExhausted
+	case errors.Is(err, batching.ErrDeadline):
+		return codes.DeadlineExceeded
 	// Context.
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled
 	}
-	// A backend's (or batcher's) gRPC status, possibly wrapped: its code passes
-	// through unchanged.
+	// A backend's gRPC status, possibly wrapped: its code passes through unchanged.
 	var se interface{ GRPCStatus() *status.Status }
 	if errors.As(err, &se) {
 		return se.GRPCStatus().Code()

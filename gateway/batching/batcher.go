@@ -75,8 +75,27 @@ type Options struct {
 	Key Key
 }
 
-// ErrClosed is returned (as UNAVAILABLE) by Do after Close.
-var ErrClosed = errors.New("batcher closed")
+// Errors Do returns wrap one of these sentinels, a context error (the caller's
+// context ended), or what Invoke returned. The package chooses no gRPC codes:
+// the gateway maps each sentinel in one place (gateway.Code); the codes named
+// here are what a caller gets there.
+var (
+	// ErrClosed: Do after Close; the gateway is shutting down. UNAVAILABLE.
+	ErrClosed = errors.New("batcher closed")
+	// ErrInvalidConfig: the model's batching config does not validate, so its
+	// requests are refused rather than sent unbatched. FAILED_PRECONDITION.
+	ErrInvalidConfig = errors.New("invalid batching config")
+	// ErrInvalidRequest: the request cannot be batched as sent (malformed input
+	// tensors, inputs with different row counts, more rows than max_batch_size,
+	// no explicit version), the same answers TF Serving gives. INVALID_ARGUMENT.
+	ErrInvalidRequest = errors.New("invalid request")
+	// ErrQueueFull: the request would need one batch more than
+	// max_enqueued_batches; load is shed. RESOURCE_EXHAUSTED.
+	ErrQueueFull = errors.New("batch queue full")
+	// ErrDeadline: the request's deadline passed before it could be queued, or
+	// is shorter than a lone backend call is expected to take. DEADLINE_EXCEEDED.
+	ErrDeadline = errors.New("deadline too short")
+)
 
 type result struct {
 	resp *servingpb.PredictResponse
@@ -197,10 +216,10 @@ func (b *Batcher) Config() Config { return b.cfg }
 // ends.
 func (b *Batcher) Do(ctx context.Context, req *servingpb.PredictRequest) (*servingpb.PredictResponse, error) {
 	if b.cfgErr != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "batching config for %s is invalid: %v", b.key, b.cfgErr)
+		return nil, fmt.Errorf("%w for %s: %w", ErrInvalidConfig, b.key, b.cfgErr)
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, status.FromContextError(err).Err()
+		return nil, err
 	}
 	t, batchable, err := b.prepare(ctx, req)
 	if err != nil {
@@ -223,7 +242,7 @@ func (b *Batcher) Do(ctx context.Context, req *servingpb.PredictRequest) (*servi
 		return r.resp, r.err
 	case <-ctx.Done():
 		b.withdraw(t)
-		return nil, status.FromContextError(ctx.Err()).Err()
+		return nil, ctx.Err()
 	}
 }
 
@@ -269,11 +288,11 @@ func (b *Batcher) prepare(ctx context.Context, req *servingpb.PredictRequest) (*
 				batchable = false // a dtype tensor does not handle: the backend decides
 				continue
 			}
-			return nil, false, status.Errorf(codes.InvalidArgument, "%s: input %q is malformed: %v; make its shape match its values", b.key, name, err)
+			return nil, false, fmt.Errorf("%w: %s: input %q is malformed: %v; make its shape match its values", ErrInvalidRequest, b.key, name, err)
 		}
 		dims, err := tensor.Dims(tp)
 		if err != nil {
-			return nil, false, status.Errorf(codes.InvalidArgument, "%s: input %q is malformed: %v", b.key, name, err)
+			return nil, false, fmt.Errorf("%w: %s: input %q is malformed: %v", ErrInvalidRequest, b.key, name, err)
 		}
 		if len(dims) == 0 {
 			batchable = false
@@ -284,9 +303,8 @@ func (b *Batcher) prepare(ctx context.Context, req *servingpb.PredictRequest) (*
 		case t.rows < 0:
 			t.rows, firstName = dims[0], name
 		case dims[0] != t.rows:
-			return nil, false, status.Errorf(codes.InvalidArgument,
-				"%s: input %q has %d rows but input %q has %d; all inputs must have the same size in dimension 0",
-				b.key, name, dims[0], firstName, t.rows)
+			return nil, false, fmt.Errorf("%w: %s: input %q has %d rows but input %q has %d; all inputs must have the same size in dimension 0",
+				ErrInvalidRequest, b.key, name, dims[0], firstName, t.rows)
 		}
 		fmt.Fprintf(&key, "%d:%s\x00%d\x00", len(name), name, tp.GetDtype()) // length-prefixed: no collisions
 		if b.cfg.PadVariableLengthInputs && !slices.Contains(dims[1:], 0) {
@@ -302,9 +320,8 @@ func (b *Batcher) prepare(ctx context.Context, req *servingpb.PredictRequest) (*
 		}
 	}
 	if t.rows > int64(b.cfg.MaxBatchSize) {
-		return nil, false, status.Errorf(codes.InvalidArgument,
-			"%s: the request has %d rows (dimension 0 of its inputs), more than batching max_batch_size %d; send at most %d rows per request",
-			b.key, t.rows, b.cfg.MaxBatchSize, b.cfg.MaxBatchSize)
+		return nil, false, fmt.Errorf("%w: %s: the request has %d rows (dimension 0 of its inputs), more than batching max_batch_size %d; send at most %d rows per request",
+			ErrInvalidRequest, b.key, t.rows, b.cfg.MaxBatchSize, b.cfg.MaxBatchSize)
 	}
 	if !batchable || t.rows <= 0 {
 		return nil, false, nil
@@ -339,7 +356,7 @@ func (b *Batcher) enqueue(t *task) (verdict, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
-		return refused, status.Errorf(codes.Unavailable, "%s: %v; the gateway is shutting down, retry on another instance", b.key, ErrClosed)
+		return refused, fmt.Errorf("%s: %w; the gateway is shutting down, retry on another instance", b.key, ErrClosed)
 	}
 	now := b.clock.Now()
 	t.enqueued = now
@@ -348,15 +365,14 @@ func (b *Batcher) enqueue(t *task) (verdict, error) {
 		remaining := t.deadline.Sub(now)
 		if remaining <= 0 {
 			b.m.shedOne("deadline")
-			return refused, status.Errorf(codes.DeadlineExceeded, "%s: the request's deadline passed before it could be queued", b.key)
+			return refused, fmt.Errorf("%w: %s: the request's deadline passed before it could be queued", ErrDeadline, b.key)
 		}
 		latest := t.deadline.Add(-b.ewma - b.slotWait(cur))
 		if !latest.After(now) {
 			if b.ewmaAlone > 0 && remaining < b.ewmaAlone {
 				b.m.shedOne("deadline")
-				return refused, status.Errorf(codes.DeadlineExceeded,
-					"%s: the request's remaining deadline %v is shorter than the expected backend time %v; give it a longer deadline",
-					b.key, remaining, b.ewmaAlone)
+				return refused, fmt.Errorf("%w: %s: the request's remaining deadline %v is shorter than the expected backend time %v; give it a longer deadline",
+					ErrDeadline, b.key, remaining, b.ewmaAlone)
 			}
 			return goAlone, nil
 		}
@@ -368,9 +384,8 @@ func (b *Batcher) enqueue(t *task) (verdict, error) {
 	if cur == nil {
 		if len(b.queue) >= b.cfg.MaxEnqueuedBatches {
 			b.m.shedOne("queue_full")
-			return refused, status.Errorf(codes.ResourceExhausted,
-				"batch queue for model %q version %d is full: %d batches of up to %d rows queued (max_enqueued_batches %d); retry with backoff, or raise max_enqueued_batches or add hosts",
-				b.key.Model, b.key.Version, len(b.queue), b.cfg.MaxBatchSize, b.cfg.MaxEnqueuedBatches)
+			return refused, fmt.Errorf("%w: batch queue for model %q version %d is full: %d batches of up to %d rows queued (max_enqueued_batches %d); retry with backoff, or raise max_enqueued_batches or add hosts",
+				ErrQueueFull, b.key.Model, b.key.Version, len(b.queue), b.cfg.MaxBatchSize, b.cfg.MaxEnqueuedBatches)
 		}
 		cur = &batch{key: t.key, due: now.Add(b.cfg.BatchTimeout)}
 		b.open[t.key] = cur
@@ -560,6 +575,8 @@ func (b *Batcher) run(bt *batch) {
 	}
 	resp, err := b.send(bt.tasks[0].ctx, req, bt)
 	if err != nil {
+		// The backend's own INVALID_ARGUMENT (read, not built, here): one member's
+		// input or the batch as a whole was rejected.
 		if status.Code(err) == codes.InvalidArgument && len(bt.tasks) > 1 {
 			b.fallback(bt, "invalid_argument")
 			return
@@ -695,7 +712,7 @@ func (b *Batcher) fallback(bt *batch, reason string) {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			if err := t.ctx.Err(); err != nil {
-				t.done <- result{nil, status.FromContextError(err).Err()}
+				t.done <- result{nil, err}
 				return
 			}
 			resp, err := b.alone(t.ctx, t.req)

@@ -2,15 +2,13 @@ package batching
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/tfgate/tfgate/internal/modelgen"
 	"github.com/tfgate/tfgate/internal/servingsim/model"
@@ -100,7 +98,7 @@ func openLoop(do Invoke, rate float64, d time.Duration) (lat, inCall []time.Dura
 				_, err := do(context.Background(), req)
 				took, tookInCall := time.Since(at), time.Since(called)
 				switch {
-				case status.Code(err) == codes.ResourceExhausted:
+				case errors.Is(err, ErrQueueFull):
 					nShed.Add(1)
 				case err != nil:
 					nFailed.Add(1)

@@ -23,13 +23,15 @@
 //   - A batch never holds more than max_batch_size rows, and its estimated encoded size
 //     never exceeds the byte limit (Config.MaxBatchBytes, else Options.MaxMessageBytes):
 //     a request that does not fit closes the open batch and starts a new one.
-//   - A request with more rows than max_batch_size is INVALID_ARGUMENT, as in TF
-//     Serving. Malformed tensors (shape and values disagree, inputs with different
-//     row counts) are INVALID_ARGUMENT before they join a batch, so they cannot fail it.
+//   - A request with more rows than max_batch_size is ErrInvalidRequest
+//     (INVALID_ARGUMENT), as in TF Serving. Malformed tensors (shape and values
+//     disagree, inputs with different row counts) are ErrInvalidRequest before they
+//     join a batch, so they cannot fail it.
 //   - At most max_enqueued_batches batches (open or waiting for a backend slot) are
 //     queued, and at most max_in_flight_batches backend calls run at once. A request
-//     that would need one more batch fails at once with RESOURCE_EXHAUSTED naming the
-//     model, version and queue size: load is shed, never queued without bound.
+//     that would need one more batch fails at once with ErrQueueFull
+//     (RESOURCE_EXHAUSTED) naming the model, version and queue size: load is shed,
+//     never queued without bound.
 //   - Dispatch: a batch is closed when full and sent when a backend slot is free; an
 //     open batch becomes due at its batch_timeout and then goes with the next free
 //     slot, taking new members until then (as TF Serving's scheduler does), so under
@@ -39,8 +41,8 @@
 //     service time, an EWMA of backend call durations, minus the expected wait for a
 //     backend slot). A request whose deadline cannot cover even the queueing goes alone
 //     at once; if its deadline is shorter than the expected time of a lone call (an EWMA
-//     of lone calls, once one has been measured) it fails at once with
-//     DEADLINE_EXCEEDED.
+//     of lone calls, once one has been measured) it fails at once with ErrDeadline
+//     (DEADLINE_EXCEEDED).
 //   - A caller that cancels (or whose deadline passes) before dispatch is taken out of
 //     its batch; after dispatch the batch goes on and the caller's rows are dropped.
 //     One caller never cancels another's work: the backend call's context carries the
@@ -52,8 +54,13 @@
 //     owns host failover and the retry policy, and retries the whole batched request as
 //     one (it is one PredictRequest); retrying here as well would multiply load during
 //     an outage.
-//   - Errors returned by Do are gRPC status errors (codes above, context errors via
-//     status.FromContextError) or what Invoke returned.
+//   - Errors returned by Do wrap one of the package's documented sentinels
+//     (ErrClosed, ErrInvalidConfig, ErrInvalidRequest, ErrQueueFull, ErrDeadline)
+//     with %w, are the caller's context error, or are what Invoke returned. The
+//     package builds no gRPC status: the gateway maps errors to codes in one place
+//     (gateway.Code; the codes in parentheses above are what it answers). The one
+//     status it reads is Invoke's INVALID_ARGUMENT, to re-send a batch member by
+//     member.
 //
 // # Concurrency
 //
@@ -61,7 +68,7 @@
 // idle: batch timeouts are timers, and each dispatched batch runs in its own goroutine,
 // at most max_in_flight_batches at once. Close dispatches everything queued, waits for
 // in-flight batches (cancelling them if its context ends first) and leaves no goroutine
-// behind; Do after Close fails with UNAVAILABLE.
+// behind; Do after Close fails with ErrClosed.
 //
 // Metrics (through the injected MeterProvider; attributes model, version, signature):
 // tfgate.batching.batch_size (rows per backend call, padding excluded),

@@ -3,11 +3,9 @@ package batching
 import (
 	"bytes"
 	"context"
+	"errors"
 	"slices"
 	"testing"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/tfgate/tfgate/internal/tensor"
 	tfpb "github.com/tfgate/tfgate/proto/tensorflow"
@@ -51,7 +49,7 @@ func FuzzBatchPath(f *testing.F) {
 			req := &servingpb.PredictRequest{ModelSpec: spec(1), Inputs: map[string]*tfpb.TensorProto{"x": in}}
 			tk, ok, err := b.prepare(context.Background(), req)
 			if err != nil {
-				if status.Code(err) != codes.InvalidArgument {
+				if !errors.Is(err, ErrInvalidRequest) {
 					t.Fatalf("prepare rejected %v with %v, want INVALID_ARGUMENT", in, err)
 				}
 				return

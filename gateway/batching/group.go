@@ -3,11 +3,9 @@ package batching
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
 )
@@ -45,8 +43,8 @@ func NewGroup(invoke Invoke, opts Options) *Group {
 func KeyOf(req *servingpb.PredictRequest) (Key, error) {
 	spec := req.GetModelSpec()
 	if spec.GetVersion() == nil {
-		return Key{}, status.Errorf(codes.InvalidArgument,
-			"batching model %q needs an explicit model_spec.version; resolve the label or arm to a version first", spec.GetName())
+		return Key{}, fmt.Errorf("%w: batching model %q needs an explicit model_spec.version; resolve the label or arm to a version first",
+			ErrInvalidRequest, spec.GetName())
 	}
 	sig := spec.GetSignatureName()
 	if sig == "" {
@@ -77,7 +75,7 @@ func (g *Group) batcher(k Key, cfg Config) (*Batcher, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
-		return nil, status.Errorf(codes.Unavailable, "%s: %v; the gateway is shutting down, retry on another instance", k, ErrClosed)
+		return nil, fmt.Errorf("%s: %w; the gateway is shutting down, retry on another instance", k, ErrClosed)
 	}
 	b := g.batchers[k]
 	if b != nil && b.Config().Equal(cfg) {
@@ -122,7 +120,7 @@ func (g *Group) Retain(keep func(model string, version int64) bool) int {
 
 // Close closes every batcher (sending what they hold) and waits for them; if ctx ends
 // first their backend calls are cancelled and Close returns ctx's error after they
-// return. Do after Close fails with UNAVAILABLE.
+// return. Do after Close fails with ErrClosed (UNAVAILABLE at the gateway).
 func (g *Group) Close(ctx context.Context) error {
 	g.mu.Lock()
 	g.closed = true

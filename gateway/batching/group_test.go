@@ -2,12 +2,10 @@ package batching
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
 )
@@ -62,7 +60,7 @@ func TestGroup(t *testing.T) {
 		}
 		// The new limit applies.
 		_, err := g.Do(ctx, changed, xReq(t, 9, 2, 0))
-		if status.Code(err) != codes.InvalidArgument {
+		if !errors.Is(err, ErrInvalidRequest) {
 			t.Errorf("9 rows with max_batch_size 8 = %v, want INVALID_ARGUMENT", err)
 		}
 	})
@@ -70,7 +68,7 @@ func TestGroup(t *testing.T) {
 		req := xReq(t, 1, 2, 0)
 		req.ModelSpec = &servingpb.ModelSpec{Name: testModel, VersionChoice: &servingpb.ModelSpec_VersionLabel{VersionLabel: "stable"}}
 		_, err := g.Do(ctx, on, req)
-		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "explicit model_spec.version") {
+		if !errors.Is(err, ErrInvalidRequest) || !strings.Contains(err.Error(), "explicit model_spec.version") {
 			t.Errorf("Do with a label = %v, want INVALID_ARGUMENT asking for an explicit version", err)
 		}
 	})
@@ -114,7 +112,7 @@ func TestGroup(t *testing.T) {
 		t.Fatalf("Close: %v", err)
 	}
 	_, err := g.Do(ctx, on, xReq(t, 1, 2, 0))
-	if status.Code(err) != codes.Unavailable {
+	if !errors.Is(err, ErrClosed) {
 		t.Errorf("Do after Close = %v, want UNAVAILABLE", err)
 	}
 	if calls.Load() == 0 {
