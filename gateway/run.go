@@ -182,7 +182,7 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) error {
 		// request, whose stack grows afresh every time (6% of the CPU in profiles).
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 	}, deps.ServerOptions...)...)
-	tfgatev1.RegisterGatewayServiceServer(gs, srv)
+	gs.RegisterService(serviceDesc(), srv) // with srv.codec: decode errors reach Predict
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

@@ -402,7 +402,13 @@ func (b *buildState) AvailableHosts(model string, v int64) []string {
 
 // Predict serves one typed or raw prediction request.
 func (s *Server) Predict(ctx context.Context, req *tfgatev1.PredictRequest) (*tfgatev1.PredictResponse, error) {
-	resp, err := s.predict(ctx, req)
+	return s.serve(ctx, req, nil)
+}
+
+// serve is Predict for a request that may have failed to decode (decodeErr, from
+// [predictHandler]).
+func (s *Server) serve(ctx context.Context, req *tfgatev1.PredictRequest, decodeErr error) (*tfgatev1.PredictResponse, error) {
+	resp, err := s.predict(ctx, req, decodeErr)
 	if err != nil {
 		st := toStatus(err)
 		s.stats.request(status.Code(st))
@@ -412,8 +418,8 @@ func (s *Server) Predict(ctx context.Context, req *tfgatev1.PredictRequest) (*tf
 	return resp, nil
 }
 
-func (s *Server) predict(ctx context.Context, req *tfgatev1.PredictRequest) (*tfgatev1.PredictResponse, error) {
-	if err := s.codec.decodeErr(req); err != nil {
+func (s *Server) predict(ctx context.Context, req *tfgatev1.PredictRequest, decodeErr error) (*tfgatev1.PredictResponse, error) {
+	if err := decodeErr; err != nil {
 		return nil, badRequest("the request could not be decoded (%v); every string field (model, label, routing_key, text, feature names and values) must be valid UTF-8 — send arbitrary bytes as a DT_STRING tensor in raw_inputs", err)
 	}
 	snap := s.snap.Load() // one snapshot for the whole request

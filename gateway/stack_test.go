@@ -48,6 +48,7 @@ type stackOpts struct {
 	maxRecv        int
 	cost           model.Cost // simulated compute cost of every version
 	wrap           func(Backends) Backends
+	serverOptions  []grpc.ServerOption // added to the gateway's gRPC server's
 }
 
 // writeVersions exports model versions with modelgen; seeds differ per version so
@@ -158,9 +159,10 @@ func startStack(t *testing.T, o stackOpts) *stack {
 			ShutdownTimeout:  5 * time.Second,
 			Server:           Options{WatchInterval: 20 * time.Millisecond},
 		}, Deps{
-			Listener:     lis,
-			WrapBackends: wrap,
-			Started:      func(addr net.Addr, srv *Server) { s.addr, s.srv = addr.String(), srv; close(started) },
+			Listener:      lis,
+			WrapBackends:  wrap,
+			ServerOptions: o.serverOptions,
+			Started:       func(addr net.Addr, srv *Server) { s.addr, s.srv = addr.String(), srv; close(started) },
 		})
 	}()
 	select {
