@@ -5,9 +5,12 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tfgate/tfgate/internal/testenv"
+	"github.com/tfgate/tfgate/internal/testwait"
 )
 
 // registerTTL registers instance id of service name at 127.0.0.1:port with a TTL
@@ -34,6 +38,8 @@ func registerTTL(t *testing.T, cl *api.Client, name, id string, port int, tags [
 	}
 }
 
+// setCheck sets the TTL check of id. Only a new status moves the service's
+// index at once: the agent syncs a new output alone later.
 func setCheck(t *testing.T, cl *api.Client, id, status string) {
 	t.Helper()
 	if err := cl.Agent().UpdateTTL("service:"+id, "set by test", status); err != nil {
@@ -84,14 +90,109 @@ func expectEventually(t *testing.T, ch <-chan []Endpoint, want ...string) {
 	}
 }
 
-func expectNone(t *testing.T, ch <-chan []Endpoint, d time.Duration) {
+// noUpdate fails if the watcher has an update waiting to be received. Updates is
+// unbuffered, so a watcher that decided to send is blocked on it until then.
+func noUpdate(t *testing.T, ch <-chan []Endpoint) {
 	t.Helper()
 	select {
 	case eps := <-ch:
 		t.Fatalf("unexpected update %q", addrs(eps))
-	case <-time.After(d):
+	default:
 	}
 }
+
+// queries records the index of every health query the watcher starts. The
+// watcher asks again only after it has handled the previous answer, so a query at
+// index i means every answer up to i has been handled: applied (then it is blocked
+// sending on the unbuffered updates channel, and asks nothing), held, or skipped.
+type queries struct {
+	next http.RoundTripper
+	mu   sync.Mutex
+	seen []uint64 // index of each query, in order
+}
+
+func (q *queries) RoundTrip(r *http.Request) (*http.Response, error) {
+	if strings.HasPrefix(r.URL.Path, "/v1/health/service/") {
+		i, _ := strconv.ParseUint(r.URL.Query().Get("index"), 10, 64)
+		q.mu.Lock()
+		q.seen = append(q.seen, i)
+		q.mu.Unlock()
+	}
+	return q.next.RoundTrip(r)
+}
+
+func (q *queries) count() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.seen)
+}
+
+// handled reports whether the watcher's last n+1 queries were all at index i or
+// later: it has handled every answer up to i, and n more at i or later (blocking
+// queries that timed out unchanged). Only the latest queries count, because the
+// index starts over when the agent restarts.
+func (q *queries) handled(i uint64, n int) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.seen) < n+1 {
+		return false
+	}
+	for _, s := range q.seen[len(q.seen)-n-1:] {
+		if s < i {
+			return false
+		}
+	}
+	return true
+}
+
+// last is the index of the latest query; ok is false before the first one.
+func (q *queries) last() (index uint64, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.seen) == 0 {
+		return 0, false
+	}
+	return q.seen[len(q.seen)-1], true
+}
+
+// watch is a running Consul watcher and what a test observes of it.
+type watch struct {
+	d       *Consul
+	ch      <-chan []Endpoint
+	queries *queries
+}
+
+// quietUntil waits until cond holds, failing on any update meanwhile: the
+// watcher handled what cond waits for and sent nothing.
+func (w *watch) quietUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	testwait.Until(t, what, func() bool {
+		noUpdate(t, w.ch)
+		return cond()
+	})
+	noUpdate(t, w.ch)
+}
+
+// quietThrough waits, failing on any update meanwhile, until the watcher has
+// handled every answer up to Consul's current index for service and tag, and
+// then n more answers at that index (n > 0: blocking queries that timed out
+// unchanged).
+func (w *watch) quietThrough(t *testing.T, cl *api.Client, service, tag string, n int) {
+	t.Helper()
+	_, meta, err := cl.Health().Service(service, tag, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.quietUntil(t, "the watcher to handle index "+strconv.FormatUint(meta.LastIndex, 10),
+		func() bool { return w.queries.handled(meta.LastIndex, n) })
+}
+
+// clock is the watcher's clock in tests that control it: real time plus an
+// offset the test moves forward.
+type clock struct{ offset atomic.Int64 }
+
+func (c *clock) now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *clock) advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 type logWriter struct{ t *testing.T }
 
@@ -100,13 +201,47 @@ func (w logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// logRecorder is a slog handler that keeps each message, so that a test can wait
+// for the one that reports an event, and forwards the record to the test log.
+type logRecorder struct {
+	next slog.Handler
+	mu   *sync.Mutex
+	msgs *[]string
+}
+
+func newLogRecorder(t *testing.T) logRecorder {
+	return logRecorder{next: slog.NewTextHandler(logWriter{t}, nil), mu: new(sync.Mutex), msgs: new([]string)}
+}
+
+func (l logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (l logRecorder) Handle(ctx context.Context, r slog.Record) error {
+	l.mu.Lock()
+	*l.msgs = append(*l.msgs, r.Message)
+	l.mu.Unlock()
+	return l.next.Handle(ctx, r)
+}
+func (l logRecorder) WithAttrs(a []slog.Attr) slog.Handler {
+	return logRecorder{next: l.next.WithAttrs(a), mu: l.mu, msgs: l.msgs}
+}
+func (l logRecorder) WithGroup(name string) slog.Handler {
+	return logRecorder{next: l.next.WithGroup(name), mu: l.mu, msgs: l.msgs}
+}
+
+func (l logRecorder) seen(msg string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Contains(*l.msgs, msg)
+}
+
 func hp(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 
-func startWatch(t *testing.T, cfg ConsulConfig, mp *metric.MeterProvider) (*Consul, <-chan []Endpoint) {
+// startWatch runs a Consul watcher for cfg until the test ends. now, when not
+// nil, replaces the watcher's clock.
+func startWatch(t *testing.T, cfg ConsulConfig, mp *metric.MeterProvider, now func() time.Time) *watch {
 	t.Helper()
+	logger := slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var d *Consul
 	var err error
-	logger := slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if mp != nil {
 		d, err = NewConsul(cfg, logger, mp)
 	} else {
@@ -114,6 +249,20 @@ func startWatch(t *testing.T, cfg ConsulConfig, mp *metric.MeterProvider) (*Cons
 	}
 	if err != nil {
 		t.Fatalf("NewConsul: %v", err)
+	}
+	// The same client, with its queries recorded.
+	acfg, err := cfg.Client.APIConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := &queries{next: acfg.Transport}
+	acfg.HttpClient = &http.Client{Transport: q}
+	if d.client, err = api.NewClient(acfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(acfg.Transport.CloseIdleConnections)
+	if now != nil {
+		d.now = now
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan []Endpoint)
@@ -125,7 +274,7 @@ func startWatch(t *testing.T, cfg ConsulConfig, mp *metric.MeterProvider) (*Cons
 			t.Errorf("Run: %v", err)
 		}
 	})
-	return d, ch
+	return &watch{d: d, ch: ch, queries: q}
 }
 
 func TestConsulWatch(t *testing.T) {
@@ -135,8 +284,9 @@ func TestConsulWatch(t *testing.T) {
 	registerTTL(t, cl, "tfs", "b", 9002, []string{"cpu"}, api.HealthPassing)
 
 	// EmptyGrace is huge: an empty set while Consul is healthy must apply at once.
-	_, ch := startWatch(t, ConsulConfig{Client: ClientConfig{Address: c.HTTPAddr}, Service: "tfs", Tag: "gpu",
-		WaitTime: 2 * time.Second, EmptyGrace: time.Hour}, nil)
+	w := startWatch(t, ConsulConfig{Client: ClientConfig{Address: c.HTTPAddr}, Service: "tfs", Tag: "gpu",
+		WaitTime: 2 * time.Second, EmptyGrace: time.Hour}, nil, nil)
+	ch := w.ch
 	eps := expect(t, ch, hp(9001))
 	if eps[0].ID != "tfgate-test/a" || !slices.Equal(eps[0].Tags, []string{"gpu"}) {
 		t.Errorf("endpoint = %+v, want id tfgate-test/a tags [gpu]", eps[0])
@@ -148,7 +298,7 @@ func TestConsulWatch(t *testing.T) {
 	t.Logf("consul check critical -> discovery update: %v", time.Since(start))
 
 	setCheck(t, cl, "a", api.HealthWarning) // ?passing excludes warning
-	expectNone(t, ch, 500*time.Millisecond)
+	w.quietThrough(t, cl, "tfs", "gpu", 0)
 	setCheck(t, cl, "a", api.HealthPassing)
 	expect(t, ch, hp(9001))
 
@@ -158,7 +308,7 @@ func TestConsulWatch(t *testing.T) {
 	// A change to an instance outside the tag moves the index but not the set:
 	// nothing is sent, also not when blocking queries time out unchanged.
 	setCheck(t, cl, "b", api.HealthCritical)
-	expectNone(t, ch, 3*time.Second)
+	w.quietThrough(t, cl, "tfs", "gpu", 1)
 
 	if err := cl.Agent().ServiceDeregister("a"); err != nil {
 		t.Fatal(err)
@@ -176,10 +326,11 @@ func TestConsulOutageKeepsLastAndResets(t *testing.T) {
 
 	// A long wait: unless the index is reset after the outage, the restarted agent (whose index
 	// starts low again) would hold our query for the full 60 s.
-	d, ch := startWatch(t, ConsulConfig{
+	w := startWatch(t, ConsulConfig{
 		Client: ClientConfig{Address: c.HTTPAddr}, Service: "tfs", Tag: "gpu",
 		WaitTime: time.Minute, BackoffMin: 50 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
-	}, mp)
+	}, mp, nil)
+	d, ch := w.d, w.ch
 	expect(t, ch, hp(9001))
 	// Push the index well above where a fresh agent starts.
 	for i := 0; i < 20; i++ {
@@ -191,7 +342,10 @@ func TestConsulOutageKeepsLastAndResets(t *testing.T) {
 	}
 
 	c.Stop(t)
-	expectNone(t, ch, 1500*time.Millisecond) // last endpoints stay in force
+	// Two queries started after the stop: the second only once the first (or the
+	// one in flight at the stop) failed and was handled. The last endpoints stay.
+	n := w.queries.count()
+	w.quietUntil(t, "a failed query handled", func() bool { return w.queries.count() >= n+2 })
 	if d.Staleness() <= 0 {
 		t.Errorf("Staleness() = %v with consul down, want > 0", d.Staleness())
 	}
@@ -209,23 +363,33 @@ func TestConsulOutageKeepsLastAndResets(t *testing.T) {
 }
 
 // An agent that comes back with no passing instance (restarted, checks not yet
-// run) does not empty the pool at once: the last set is held for EmptyGrace.
+// run) does not empty the pool at once: the last set is held for EmptyGrace. The
+// test moves the watcher's clock, so the grace ends when the test says.
 func TestConsulEmptyAfterRestartHeld(t *testing.T) {
 	c := testenv.StartConsul(t)
 	cl := c.Client(t)
 	registerTTL(t, cl, "tfs", "a", 9001, nil, api.HealthPassing)
-	_, ch := startWatch(t, ConsulConfig{
+	clk := new(clock)
+	w := startWatch(t, ConsulConfig{
 		Client: ClientConfig{Address: c.HTTPAddr}, Service: "tfs", WaitTime: 10 * time.Second,
-		BackoffMin: 50 * time.Millisecond, BackoffMax: 100 * time.Millisecond, EmptyGrace: 3 * time.Second,
-	}, nil)
-	expect(t, ch, hp(9001))
+		BackoffMin: 50 * time.Millisecond, BackoffMax: 100 * time.Millisecond, EmptyGrace: time.Hour,
+	}, nil, clk.now)
+	expect(t, w.ch, hp(9001))
 	c.Stop(t)
+	// After a failed query the watcher asks without blocking (index 0).
+	w.quietUntil(t, "the watcher to see the outage", func() bool { i, ok := w.queries.last(); return ok && i == 0 })
 	c.Start(t) // -dev: comes back empty
 	registerTTL(t, cl, "tfs", "b", 9002, nil, api.HealthCritical)
-	expectNone(t, ch, time.Second)
-	expect(t, ch) // grace over, still nothing passing: now it applies
+	// The watcher has seen the empty answer with b in it, and holds the last set.
+	w.quietThrough(t, cl, "tfs", "", 0)
+	setCheck(t, cl, "b", api.HealthWarning) // a new answer, still none passing, inside the grace
+	w.quietThrough(t, cl, "tfs", "", 0)
+
+	clk.advance(time.Hour + time.Second)
+	setCheck(t, cl, "b", api.HealthCritical) // wakes the blocking query
+	expect(t, w.ch)                          // grace over, still nothing passing: now it applies
 	setCheck(t, cl, "b", api.HealthPassing)
-	expect(t, ch, hp(9002))
+	expect(t, w.ch, hp(9002))
 }
 
 func staleness(t *testing.T, r *metric.ManualReader) float64 {
@@ -272,7 +436,7 @@ func TestRegister(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Register: %v", err)
 	}
-	_, ch := startWatch(t, ConsulConfig{Client: ClientConfig{Address: c.HTTPAddr}, Service: "tfgate-gateway", WaitTime: 2 * time.Second}, nil)
+	ch := startWatch(t, ConsulConfig{Client: ClientConfig{Address: c.HTTPAddr}, Service: "tfgate-gateway", WaitTime: 2 * time.Second}, nil, nil).ch
 	expectEventually(t, ch, lis.Addr().String()) // check passed: the gateway is discoverable
 
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -347,15 +511,16 @@ func TestKeepRegistered(t *testing.T) {
 	c.Stop(t) // the agent is down when the gateway starts
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	logs := newLogRecorder(t)
 	go func() {
 		done <- KeepRegistered(ctx, Registration{
 			Client: ClientConfig{Address: c.HTTPAddr}, Name: "gw", ID: "gw-1", Addr: lis.Addr().String(),
 			CheckInterval: 200 * time.Millisecond,
-		}, nil)
+		}, slog.New(logs))
 	}()
-	time.Sleep(300 * time.Millisecond) // let it fail at least once
+	testwait.Until(t, "a failed registration", func() bool { return logs.seen("consul registration failed; retrying") })
 	c.Start(t)
-	_, ch := startWatch(t, ConsulConfig{Client: ClientConfig{Address: c.HTTPAddr}, Service: "gw", WaitTime: 2 * time.Second}, nil)
+	ch := startWatch(t, ConsulConfig{Client: ClientConfig{Address: c.HTTPAddr}, Service: "gw", WaitTime: 2 * time.Second}, nil, nil).ch
 	expectEventually(t, ch, lis.Addr().String())
 	cancel()
 	if err := <-done; err != nil {
