@@ -2,12 +2,15 @@ package servingsim
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tfgate/tfgate/internal/servingsim/model"
+	"github.com/tfgate/tfgate/internal/testwait"
 )
 
 // TestExecutorConcurrencyLimits: at most cost.max_concurrent executions of one
@@ -35,7 +38,13 @@ func TestExecutorConcurrencyLimits(t *testing.T) {
 			for range tc.executors {
 				xs = append(xs, newExecutor(model.Cost{MaxConcurrent: tc.own}, cfg, gpu, nil))
 			}
-			var inside, peak atomic.Int64
+			// Every call either gets in (and holds its slot until release) or, once
+			// the limit is full and ctx is cancelled, is turned away while waiting
+			// for a slot. So when all calls have done one or the other, the number
+			// inside is exactly what the limits let in: no timing involved.
+			var inside, peak, turnedAway atomic.Int64
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
 			release := make(chan struct{})
 			var wg sync.WaitGroup
 			const calls = 6
@@ -43,7 +52,7 @@ func TestExecutorConcurrencyLimits(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					_, err := xs[i%len(xs)].run(context.Background(), 1, func() (*model.Result, error) {
+					_, err := xs[i%len(xs)].run(ctx, 1, func() (*model.Result, error) {
 						n := inside.Add(1)
 						for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
 						}
@@ -51,18 +60,17 @@ func TestExecutorConcurrencyLimits(t *testing.T) {
 						inside.Add(-1)
 						return &model.Result{}, nil
 					})
-					if err != nil {
+					switch {
+					case errors.Is(err, context.Canceled):
+						turnedAway.Add(1)
+					case err != nil:
 						t.Error(err)
 					}
 				}()
 			}
-			deadline := time.Now().Add(10 * time.Second)
-			for inside.Load() < int64(tc.want) && time.Now().Before(deadline) {
-				time.Sleep(time.Millisecond)
-			}
-			// Give excess executions a chance to show up; this can only catch a
-			// violation, never cause a false failure.
-			time.Sleep(20 * time.Millisecond)
+			testwait.Until(t, fmt.Sprintf("%d executions inside", tc.want), func() bool { return inside.Load() >= int64(tc.want) })
+			cancel()
+			testwait.Until(t, "every call inside or turned away", func() bool { return inside.Load()+turnedAway.Load() == calls })
 			if got := inside.Load(); got != int64(tc.want) {
 				t.Errorf("%d executions inside at once, want %d (own %d, gpu %d)", got, tc.want, tc.own, tc.gpu)
 			}

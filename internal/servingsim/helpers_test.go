@@ -2,6 +2,7 @@ package servingsim_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"github.com/tfgate/tfgate/internal/servingsim"
 	"github.com/tfgate/tfgate/internal/tensor"
 	"github.com/tfgate/tfgate/internal/testenv"
+	"github.com/tfgate/tfgate/internal/testwait"
 	tfpb "github.com/tfgate/tfgate/proto/tensorflow"
 	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
 )
@@ -112,25 +114,21 @@ func features(t *testing.T, rows ...[]float32) map[string]*tfpb.TensorProto {
 	return map[string]*tfpb.TensorProto{"features": must(tensor.FromFloat32(flat, int64(len(rows)), int64(len(rows[0]))))}
 }
 
-// waitState waits (bounded) until GetModelStatus reports version v of name in state.
+// waitState waits until GetModelStatus reports version v of name in state.
 func waitState(t *testing.T, c *clients, name string, v int64, want servingpb.ModelVersionStatus_State) *servingpb.ModelVersionStatus {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var last any
-	for {
+	var got *servingpb.ModelVersionStatus
+	testwait.UntilNil(t, fmt.Sprintf("model %s version %d to reach %v", name, v, want), func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
 		resp, err := c.model.GetModelStatus(ctx, &servingpb.GetModelStatusRequest{ModelSpec: specV(name, v)})
-		if err == nil && resp.GetModelVersionStatus()[0].GetState() == want {
-			return resp.GetModelVersionStatus()[0]
+		if err != nil {
+			return err
 		}
-		last = err
-		if err == nil {
-			last = resp
+		if got = resp.GetModelVersionStatus()[0]; got.GetState() != want {
+			return fmt.Errorf("%v", resp)
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("model %s version %d did not reach %v; last: %v", name, v, want, last)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+		return nil
+	})
+	return got
 }
