@@ -23,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/tfgate/tfgate/internal/testenv"
+	"github.com/tfgate/tfgate/internal/testwait"
 
 	"github.com/tfgate/tfgate/modelsync/event"
 	"github.com/tfgate/tfgate/modelsync/journal"
@@ -391,9 +392,7 @@ func TestShutdownAbandonsWithoutLosing(t *testing.T) {
 	cfg.ShutdownGrace = Duration(100 * time.Millisecond)
 	sc := e.start(cfg, Deps{})
 	e.publish("m", 1, modelDir(t, "m", 1, 10), false)
-	for f.gets.Load() == 0 { // the download has started and hangs
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.Until(t, "the download to start (it then hangs)", func() bool { return f.gets.Load() > 0 })
 	sc.stop(t)
 	ab := sc.wait(t, 1, outcome(journal.Abandoned))
 	t.Logf("abandoned: %s", ab[0].Reason)
