@@ -21,6 +21,7 @@ import (
 	"github.com/tfgate/tfgate/gateway/hosts"
 	"github.com/tfgate/tfgate/gateway/route"
 	"github.com/tfgate/tfgate/internal/grpcserve"
+	"github.com/tfgate/tfgate/internal/tlsconfig"
 	"github.com/tfgate/tfgate/preprocess"
 	tfgatev1 "github.com/tfgate/tfgate/proto/tfgate/v1"
 )
@@ -67,6 +68,15 @@ type RunConfig struct {
 	// ReadyTimeout bounds the wait for the first readiness poll before serving.
 	// Default 10s.
 	ReadyTimeout time.Duration
+	// ListenerTLS secures the gRPC listener (TLS or mTLS from PEM files, or
+	// plaintext with Insecure). Its files are re-read when they change (checked
+	// every ReloadInterval) and on every Deps.Reload (SIGHUP). Nil: Run adds no
+	// credentials of its own (Deps.ServerOptions may; otherwise plaintext).
+	ListenerTLS *tlsconfig.Config
+	// BackendTLS secures the calls to TF Serving, reloaded like ListenerTLS.
+	// Nil: Run adds no credentials of its own (Deps.DialOptions may; otherwise
+	// plaintext).
+	BackendTLS *tlsconfig.Config
 	// Server holds the remaining server options (ConfigPath, Backends, Specs,
 	// Logger and MeterProvider are set by Run).
 	Server Options
@@ -78,7 +88,8 @@ type Deps struct {
 	MeterProvider metric.MeterProvider
 	// Listener, when set, is served instead of listening on RunConfig.Listen.
 	Listener net.Listener
-	// Reload receives a value for each SIGHUP: re-read the config now.
+	// Reload receives a value for each SIGHUP: re-read the routing config and
+	// the certificate files (RunConfig.ListenerTLS, BackendTLS) now.
 	Reload <-chan os.Signal
 	// Started, when set, is called with the server's address once it serves.
 	Started func(addr net.Addr, s *Server)
@@ -132,12 +143,20 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) error {
 	if first.Backends.Kind == 0 {
 		return fmt.Errorf("%s: backends: missing; add a backends: section with at least one pool", cfg.ConfigPath)
 	}
+	certs, err := newCertSources(cfg, log, deps.MeterProvider)
+	if err != nil {
+		return err
+	}
+	defer certs.close()
 	dialOpts := append([]grpc.DialOption{
 		grpc.WithStaticStreamWindowSize(flowControlWindow), grpc.WithStaticConnWindowSize(flowControlWindow),
 		// hosts.Manager retries on another host itself; grpc-go's own retry layer
 		// would only buffer every request for a replay that never comes.
 		grpc.WithDisableRetry(),
 	}, deps.DialOptions...)
+	if certs.backends != nil {
+		dialOpts = append(dialOpts, grpc.WithTransportCredentials(certs.backends.Credentials()))
+	}
 	mgr, err := hosts.New(first.Hosts, hosts.Options{Logger: log, MeterProvider: deps.MeterProvider, DialOptions: dialOpts})
 	if err != nil {
 		return err
@@ -150,6 +169,11 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) error {
 	var workers errgroup.Group
 	workers.Go(func() error { return mgr.Run(bg) })
 	workers.Go(func() error { return store.Run(bg) })
+	// The certificate files are checked on a timer too, so that a broken file
+	// is reported even while no one connects.
+	for _, src := range certs.all() {
+		workers.Go(func() error { return src.Run(bg) })
+	}
 	stop := func() error { stopBg(); return workers.Wait() }
 
 	if err := waitStart(ctx, cfg.ReadyTimeout, store, mgr, log, cfg.ModelRoot); err != nil {
@@ -173,7 +197,7 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) error {
 	}
 	workers.Go(func() error { return srv.Run(bg) })
 
-	gs := grpc.NewServer(append([]grpc.ServerOption{
+	serverOpts := append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(cfg.MaxSendMsgSize),
 		grpc.ForceServerCodecV2(srv.codec),
@@ -181,7 +205,11 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) error {
 		// Serve streams on a fixed set of goroutines instead of a new one per
 		// request, whose stack grows afresh every time (6% of the CPU in profiles).
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-	}, deps.ServerOptions...)...)
+	}, deps.ServerOptions...)
+	if certs.listener != nil {
+		serverOpts = append(serverOpts, grpc.Creds(certs.listener.Credentials()))
+	}
+	gs := grpc.NewServer(serverOpts...)
 	gs.RegisterService(serviceDesc(), srv) // with srv.codec: decode errors reach Predict
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
@@ -215,8 +243,9 @@ loop:
 			served <- nil
 			break loop
 		case <-deps.Reload:
-			log.Info("gateway: SIGHUP: reloading the routing config")
-			_ = srv.Reload()
+			log.Info("gateway: SIGHUP: reloading the routing config and the certificates")
+			_ = srv.Reload()   // a failure is logged and counted; the last good config serves
+			_ = certs.reload() // likewise: the last good certificates serve
 		}
 	}
 
@@ -255,4 +284,53 @@ func waitStart(ctx context.Context, readyTimeout time.Duration, store *preproces
 		return ctx.Err()
 	}
 	return nil
+}
+
+// certSources are the TLS sources Run owns: the listener's and the backends'
+// (each nil when RunConfig leaves it to Deps).
+type certSources struct {
+	listener, backends *tlsconfig.Source
+}
+
+func newCertSources(cfg RunConfig, log *slog.Logger, mp metric.MeterProvider) (certSources, error) {
+	var c certSources
+	var err error
+	if cfg.ListenerTLS != nil {
+		if c.listener, err = tlsconfig.NewServer(*cfg.ListenerTLS, tlsconfig.Options{Name: "listener", Logger: log, MeterProvider: mp}); err != nil {
+			return c, fmt.Errorf("gateway: listener TLS: %w", err)
+		}
+	}
+	if cfg.BackendTLS != nil {
+		if c.backends, err = tlsconfig.NewClient(*cfg.BackendTLS, tlsconfig.Options{Name: "backends", Logger: log, MeterProvider: mp}); err != nil {
+			c.close()
+			return certSources{}, fmt.Errorf("gateway: backend TLS: %w", err)
+		}
+	}
+	return c, nil
+}
+
+func (c certSources) all() []*tlsconfig.Source {
+	var out []*tlsconfig.Source
+	for _, s := range []*tlsconfig.Source{c.listener, c.backends} {
+		if s != nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// reload re-reads every source's files now (SIGHUP). A failure keeps that
+// source's last good material; it is logged and counted by the source.
+func (c certSources) reload() error {
+	var errs []error
+	for _, s := range c.all() {
+		errs = append(errs, s.Reload())
+	}
+	return errors.Join(errs...)
+}
+
+func (c certSources) close() {
+	for _, s := range c.all() {
+		_ = s.Close()
+	}
 }

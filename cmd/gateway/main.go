@@ -8,7 +8,8 @@
 // --backend-insecure choose plaintext explicitly; certificate files are
 // re-read when they change (no restart).
 //
-// SIGHUP re-reads the routing config (it is also watched); SIGINT or SIGTERM shut
+// SIGHUP re-reads the routing config and the certificate files (both are also
+// watched); SIGINT or SIGTERM shut
 // down gracefully: stop accepting, finish in-flight calls, flush batches, close
 // backend connections. Telemetry follows the OTEL_* environment variables; the
 // admin server serves /metrics, /healthz and /readyz.
@@ -109,23 +110,15 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	listenerTLS, err := tlsconfig.NewServer(lt, tlsconfig.Options{Name: "listener", Logger: log, MeterProvider: prov.MeterProvider})
-	if err != nil {
+	if err := lt.ValidateServer(); err != nil {
 		return fmt.Errorf("listener TLS (--tls-cert/--tls-key, or --insecure): %w", err)
 	}
-	defer listenerTLS.Close()
-	backendTLS, err := tlsconfig.NewClient(bt, tlsconfig.Options{Name: "backends", Logger: log, MeterProvider: prov.MeterProvider})
-	if err != nil {
+	if err := bt.ValidateClient(); err != nil {
 		return fmt.Errorf("backend TLS (--backend-tls-*, or --backend-insecure): %w", err)
 	}
-	defer backendTLS.Close()
-	tlsCtx, stopTLS := context.WithCancel(ctx)
-	tlsDone := make(chan struct{})
-	go func() { // reports broken certificate files even while no one connects
-		defer close(tlsDone)
-		_ = listenerTLS.Run(tlsCtx)
-	}()
-	defer func() { stopTLS(); <-tlsDone }()
+	// gateway.Run owns the certificate sources: it re-reads the files when they
+	// change and on SIGHUP.
+	cfg.ListenerTLS, cfg.BackendTLS = &lt, &bt
 
 	ready := make(chan struct{})
 	var srv atomic.Pointer[gateway.Server]
@@ -151,11 +144,9 @@ func run(args []string) error {
 		Logger:        log,
 		MeterProvider: prov.MeterProvider,
 		Reload:        hup,
-		ServerOptions: append(prov.ServerOptions(), grpc.ChainUnaryInterceptor(reqMetrics.UnaryServerInterceptor(), telemetry.AccessLog(log)),
-			grpc.Creds(listenerTLS.Credentials())),
+		ServerOptions: append(prov.ServerOptions(), grpc.ChainUnaryInterceptor(reqMetrics.UnaryServerInterceptor(), telemetry.AccessLog(log))),
 		// Readiness polls (GetModelStatus every second per host) are left untraced.
-		DialOptions: append(prov.DialOptions(otelgrpc.WithFilter(filters.Not(filters.MethodName("GetModelStatus")))),
-			grpc.WithTransportCredentials(backendTLS.Credentials())),
+		DialOptions: prov.DialOptions(otelgrpc.WithFilter(filters.Not(filters.MethodName("GetModelStatus")))),
 		TracerProvider: prov.TracerProvider,
 		Started: func(addr net.Addr, s *gateway.Server) {
 			srv.Store(s)

@@ -24,7 +24,9 @@
 // Files are checked at most once per Config.ReloadInterval, lazily on the
 // handshake path (a stat-free read and SHA-256 of three small files) and, when
 // the owner runs [Source.Run], on a timer too, so failures are reported even
-// when no one connects. [Source.Reload] forces a check (SIGHUP).
+// when no one connects. [Source.Reload] forces a check: gateway.Run calls it on
+// every SIGHUP for the listener's and the backends' sources, together with the
+// routing config reload.
 //
 // Concurrency: a Source is safe for concurrent use; the tls.Configs it returns
 // may be shared by any number of listeners and dialers.

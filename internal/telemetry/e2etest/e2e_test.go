@@ -76,10 +76,11 @@ models:
 // opts add transport security to the stack start builds; the zero value is
 // plaintext everywhere.
 type opts struct {
-	listener    *tlsconfig.Source // the gateway's listener
+	listener    *tlsconfig.Config // the gateway's listener (RunConfig.ListenerTLS)
 	sim         *tlsconfig.Source // servingsim's listener (TF Serving with TLS)
-	backends    *tlsconfig.Source // the gateway's client towards servingsim
+	backends    *tlsconfig.Config // the gateway's client towards servingsim (RunConfig.BackendTLS)
 	clientCreds credentials.TransportCredentials
+	reload      <-chan os.Signal // Deps.Reload (SIGHUP)
 }
 
 // start runs servingsim and the gateway with one set of telemetry providers
@@ -120,13 +121,7 @@ func start(t *testing.T, o opts) *env {
 		sc.ServerOptions = append(sc.ServerOptions, grpc.Creds(o.sim.Credentials()))
 	}
 	serverOpts := append(prov.ServerOptions(), grpc.ChainUnaryInterceptor(reqMetrics(t, prov).UnaryServerInterceptor()))
-	if o.listener != nil {
-		serverOpts = append(serverOpts, grpc.Creds(o.listener.Credentials()))
-	}
 	dialOpts := prov.DialOptions()
-	if o.backends != nil {
-		dialOpts = append(dialOpts, grpc.WithTransportCredentials(o.backends.Credentials()))
-	}
 	if o.clientCreds == nil {
 		o.clientCreds = insecure.NewCredentials()
 	}
@@ -146,7 +141,9 @@ func start(t *testing.T, o opts) *env {
 	go func() {
 		done <- gateway.Run(ctx, gateway.RunConfig{
 			ConfigPath: cfgPath, ModelRoot: root, SpecPollInterval: 100 * time.Millisecond, ShutdownTimeout: 5 * time.Second,
+			ListenerTLS: o.listener, BackendTLS: o.backends,
 		}, gateway.Deps{
+			Reload:         o.reload,
 			MeterProvider:  prov.MeterProvider,
 			TracerProvider: prov.TracerProvider,
 			ServerOptions:  serverOpts,

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,10 +47,6 @@ func TestGatewayMutualTLSAndRotation(t *testing.T) {
 	lcfg := pemFiles(t, dir, "gateway", gwCert, gwKey, ca.PEM)
 	lcfg.AllowedSubjects = []string{"product-svc"}
 	lcfg.ReloadInterval = time.Nanosecond // check the files on every handshake
-	listener, err := tlsconfig.NewServer(lcfg, tlsconfig.Options{Name: "listener"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	simCert, simKey := ca.Issue(t, "tfserving.test")
 	scfg := pemFiles(t, dir, "sim", simCert, simKey, ca.PEM)
 	scfg.CAFile = "" // TF Serving with server TLS only
@@ -56,10 +54,7 @@ func TestGatewayMutualTLSAndRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	backends, err := tlsconfig.NewClient(tlsconfig.Config{CAFile: filepath.Join(dir, "sim-ca.pem")}, tlsconfig.Options{Name: "backends"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	bcfg := tlsconfig.Config{CAFile: filepath.Join(dir, "sim-ca.pem")}
 
 	client := func(name string, cert, key, caPEM []byte) credentials.TransportCredentials {
 		c := pemFiles(t, dir, name, cert, key, caPEM)
@@ -72,7 +67,7 @@ func TestGatewayMutualTLSAndRotation(t *testing.T) {
 	}
 	okCert, okKey := ca.Issue(t, "product-svc")
 	allowed := client("allowed", okCert, okKey, ca.PEM)
-	e := start(t, opts{listener: listener, sim: sim, backends: backends, clientCreds: allowed})
+	e := start(t, opts{listener: &lcfg, sim: sim, backends: &bcfg, clientCreds: allowed})
 
 	predict := func(creds credentials.TransportCredentials) (*peer.Peer, error) {
 		conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(creds))
@@ -140,4 +135,95 @@ func mustSerial(t *testing.T, certPEM []byte) string {
 		t.Fatal(err)
 	}
 	return c.SerialNumber.String()
+}
+
+// TestSIGHUPReloadsCertificates: with file checks far apart (an hour), a SIGHUP
+// (Deps.Reload) makes the gateway re-read the routing config, the listener's
+// certificate and the backends' CA bundle at once: the next connection gets the
+// rotated certificate, and the gateway still reaches TF Serving.
+func TestSIGHUPReloadsCertificates(t *testing.T) {
+	dir := t.TempDir()
+	ca, other := tlstest.NewCA(t, "tfgate test CA"), tlstest.NewCA(t, "next CA")
+	gwCert, gwKey := ca.Issue(t, "gateway.test")
+	lcfg := pemFiles(t, dir, "gateway", gwCert, gwKey, ca.PEM)
+	lcfg.CAFile = "" // server TLS only
+	lcfg.ReloadInterval = time.Hour
+	simCert, simKey := ca.Issue(t, "tfserving.test")
+	scfg := pemFiles(t, dir, "sim", simCert, simKey, ca.PEM)
+	scfg.CAFile = ""
+	sim, err := tlsconfig.NewServer(scfg, tlsconfig.Options{Name: "sim"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bcfg := tlsconfig.Config{CAFile: filepath.Join(dir, "sim-ca.pem"), ReloadInterval: time.Hour}
+	csrc, err := tlsconfig.NewClient(tlsconfig.Config{CAFile: filepath.Join(dir, "gateway-ca.pem"), ServerName: "gateway.test"}, tlsconfig.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hup := make(chan os.Signal, 1)
+	e := start(t, opts{listener: &lcfg, sim: sim, backends: &bcfg, clientCreds: csrc.Credentials(), reload: hup})
+
+	servedSerial := func() string {
+		t.Helper()
+		conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(csrc.Credentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var p peer.Peer
+		if _, err := tfgatev1.NewGatewayServiceClient(conn).Predict(ctx, &tfgatev1.PredictRequest{
+			Model: "reviews", Target: &tfgatev1.PredictRequest_Version{Version: 1}, Instances: text("hup")}, grpc.Peer(&p)); err != nil {
+			t.Fatalf("Predict: %v", err)
+		}
+		info, ok := p.AuthInfo.(credentials.TLSInfo)
+		if !ok || len(info.State.PeerCertificates) == 0 {
+			t.Fatalf("no TLS peer info: %#v", p.AuthInfo)
+		}
+		return info.State.PeerCertificates[0].SerialNumber.String()
+	}
+	if got, want := servedSerial(), mustSerial(t, gwCert); got != want {
+		t.Fatalf("before rotation the gateway served serial %s, want %s", got, want)
+	}
+
+	// Rotate the listener's certificate and add a CA to the backends' bundle
+	// (which still trusts servingsim); nothing re-reads them within the hour.
+	gw2Cert, gw2Key := ca.Issue(t, "gateway.test")
+	tlstest.WriteFile(t, lcfg.KeyFile, gw2Key)
+	tlstest.WriteFile(t, lcfg.CertFile, gw2Cert)
+	tlstest.WriteFile(t, bcfg.CAFile, append(append([]byte{}, ca.PEM...), other.PEM...))
+	hup <- syscall.SIGHUP
+
+	// Wait for the reloads the SIGHUP causes: one of each certificate source and
+	// one more routing config load.
+	reloaded := func() (listener, backends, configs float64) {
+		fams := scrape(t, e.metrics)
+		for _, m := range fams["tfgate_tls_reloads_total"].GetMetric() {
+			if l := labels(m); l["outcome"] == "ok" {
+				switch l["name"] {
+				case "listener":
+					listener = m.GetCounter().GetValue()
+				case "backends":
+					backends = m.GetCounter().GetValue()
+				}
+			}
+		}
+		for _, m := range fams["tfgate_gateway_config_reloads_total"].GetMetric() {
+			configs = m.GetCounter().GetValue()
+		}
+		return
+	}
+	for giveUp := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		l, b, c := reloaded()
+		if l >= 1 && b >= 1 && c >= 2 {
+			break
+		}
+		if time.Now().After(giveUp) {
+			t.Fatalf("after SIGHUP: TLS reloads listener=%v backends=%v, routing config loads %v; want >=1, >=1, >=2", l, b, c)
+		}
+	}
+	if got, want := servedSerial(), mustSerial(t, gw2Cert); got != want {
+		t.Errorf("after SIGHUP the gateway served serial %s, want the rotated %s", got, want)
+	}
 }
