@@ -190,18 +190,6 @@ func startManager(t *testing.T, cfg Config, opts Options, models ...string) *Man
 	return m
 }
 
-// waitFor polls cond (every 10 ms, up to 10 s).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for i := 0; i < 1000; i++ {
-		if cond() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
-
 func servedBy(resp *servingpb.PredictResponse) string {
 	return string(resp.GetOutputs()["host"].GetStringVal()[0])
 }

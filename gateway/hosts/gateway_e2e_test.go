@@ -20,6 +20,7 @@ import (
 	"github.com/tfgate/tfgate/gateway"
 	"github.com/tfgate/tfgate/internal/modelgen"
 	"github.com/tfgate/tfgate/internal/testenv"
+	"github.com/tfgate/tfgate/internal/testwait"
 	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
 	tfgatev1 "github.com/tfgate/tfgate/proto/tfgate/v1"
 )
@@ -129,7 +130,7 @@ models:
 	t.Cleanup(func() { conn.Close() })
 	client := tfgatev1.NewGatewayServiceClient(conn)
 	req := &tfgatev1.PredictRequest{Model: "churn", Instances: []*tfgatev1.Instance{{Numeric: map[string]float64{"f0": 1.5}}}}
-	waitUntil(t, "churn servable through the gateway", func() bool {
+	testwait.Until(t, "churn servable through the gateway", func() bool {
 		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer ccancel()
 		_, err := client.Predict(cctx, req)
@@ -165,7 +166,7 @@ models:
 	}
 	stopLoad := func() { lcancel(); lwg.Wait() }
 	t.Cleanup(stopLoad)
-	waitUntil(t, "load on gpu", func() bool { return len(rec.snapshot()) > 200 })
+	testwait.Until(t, "load on gpu", func() bool { return len(rec.snapshot()) > 200 })
 	for _, call := range rec.snapshot() {
 		if call.err == nil && call.host != gpu.Addr {
 			t.Fatalf("before the check failed a call went to %s, want the gpu host %s", call.host, gpu.Addr)
@@ -176,7 +177,7 @@ models:
 	if err := cl.Agent().UpdateTTL("service:gpu", "failing", api.HealthCritical); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "traffic on cpu", func() bool {
+	testwait.Until(t, "traffic on cpu", func() bool {
 		for _, call := range rec.snapshot() {
 			if call.host == cpu.Addr && call.err == nil {
 				return true
@@ -185,7 +186,7 @@ models:
 		return false
 	})
 	n := len(rec.snapshot())
-	waitUntil(t, "more load", func() bool { return len(rec.snapshot()) > n+200 })
+	testwait.Until(t, "more load", func() bool { return len(rec.snapshot()) > n+200 })
 	stopLoad()
 
 	var lastGPU, firstCPU time.Duration = -1, -1
@@ -203,16 +204,5 @@ models:
 	defer lmu.Unlock()
 	if len(failures) > 0 {
 		t.Fatalf("%d of %d client calls failed during failover, want 0; first: %v", len(failures), total, failures[0])
-	}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

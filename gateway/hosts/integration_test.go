@@ -24,6 +24,7 @@ import (
 	"github.com/tfgate/tfgate/internal/modelgen"
 	"github.com/tfgate/tfgate/internal/tensor"
 	"github.com/tfgate/tfgate/internal/testenv"
+	"github.com/tfgate/tfgate/internal/testwait"
 	tfpb "github.com/tfgate/tfgate/proto/tensorflow"
 	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
 )
@@ -129,7 +130,7 @@ func (l *load) stop() { l.cancel(); l.wg.Wait() }
 func (l *load) waitCalls(t *testing.T, n int64) {
 	t.Helper()
 	target := l.n.Load() + n
-	waitFor(t, "load progress", func() bool { return l.n.Load() >= target })
+	testwait.Until(t, "load progress", func() bool { return l.n.Load() >= target })
 }
 
 func (l *load) outcomes() []outcome {
@@ -184,7 +185,7 @@ func TestIntegrationConsulFailover(t *testing.T) {
 	registerHost(t, cl, "gpu-1", gpu, "gpu")
 	registerHost(t, cl, "cpu-1", cpu, "cpu")
 	m := startManager(t, consulPools(c.HTTPAddr, "gpu", "cpu"), Options{}, "m")
-	waitFor(t, "m v1 on both hosts", func() bool { return len(m.Snapshot().Hosts("m", 1)) == 2 })
+	testwait.Until(t, "m v1 on both hosts", func() bool { return len(m.Snapshot().Hosts("m", 1)) == 2 })
 
 	pools := []string{"gpu", "cpu"}
 	l := startLoad(t, m, 8, pools, linearReq(t, 1))
@@ -199,7 +200,7 @@ func TestIntegrationConsulFailover(t *testing.T) {
 	if err := cl.Agent().UpdateTTL("service:gpu-1", "failing", api.HealthCritical); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "gpu pool empty", func() bool { return !m.Snapshot().Available("m", 1, []string{"gpu"}) })
+	testwait.Until(t, "gpu pool empty", func() bool { return !m.Snapshot().Available("m", 1, []string{"gpu"}) })
 	acted := time.Since(t0)
 	l.waitCalls(t, 200)
 	l.stop()
@@ -237,7 +238,7 @@ func TestIntegrationSIGKILLUnderLoad(t *testing.T) {
 	cfg := testConfig(map[string][]string{"p": {a.Addr, b.Addr}})
 	cfg.Readiness.Interval = 200 * time.Millisecond
 	m := startManager(t, cfg, Options{MeterProvider: mp}, "m")
-	waitFor(t, "m v1 on both hosts", func() bool { return len(m.Snapshot().Hosts("m", 1)) == 2 })
+	testwait.Until(t, "m v1 on both hosts", func() bool { return len(m.Snapshot().Hosts("m", 1)) == 2 })
 
 	l := startLoad(t, m, 8, []string{"p"}, linearReq(t, 1))
 	l.waitCalls(t, 300)
@@ -246,7 +247,7 @@ func TestIntegrationSIGKILLUnderLoad(t *testing.T) {
 	if n := counter(t, reader, "tfgate.hosts.ejections"); n < 1 {
 		t.Errorf("ejections after SIGKILL = %d, want >= 1", n)
 	}
-	waitFor(t, "dead host out of readiness", func() bool {
+	testwait.Until(t, "dead host out of readiness", func() bool {
 		hs := m.Snapshot().Hosts("m", 1)
 		return len(hs) == 1 && hs[0] == b.Addr
 	})
@@ -288,7 +289,7 @@ func TestIntegrationConsulOutage(t *testing.T) {
 	registerGRPC(t, cl, "b", b, "cpu")
 	cfg := consulPools(c.HTTPAddr, "cpu")
 	m := startManager(t, cfg, Options{Logger: testLogger(t)}, "m")
-	waitFor(t, "m v1 on both hosts", func() bool { return len(m.Snapshot().Hosts("m", 1)) == 2 })
+	testwait.Until(t, "m v1 on both hosts", func() bool { return len(m.Snapshot().Hosts("m", 1)) == 2 })
 
 	l := startLoad(t, m, 4, []string{"cpu"}, linearReq(t, 1))
 	l.waitCalls(t, 100)
@@ -302,7 +303,7 @@ func TestIntegrationConsulOutage(t *testing.T) {
 	if err := cl.Agent().ServiceDeregister("b"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "b dropped after consul came back", func() bool {
+	testwait.Until(t, "b dropped after consul came back", func() bool {
 		hs := m.Snapshot().Hosts("m", 1)
 		return len(hs) == 1 && hs[0] == a.Addr
 	})
@@ -321,7 +322,7 @@ func TestIntegrationVersionSpreads(t *testing.T) {
 	cfg := testConfig(map[string][]string{"p": {a.Addr, b.Addr}})
 	cfg.Readiness.Interval = 200 * time.Millisecond
 	m := startManager(t, cfg, Options{}, "m")
-	waitFor(t, "v2 on a", func() bool { return m.Snapshot().Available("m", 2, []string{"p"}) })
+	testwait.Until(t, "v2 on a", func() bool { return m.Snapshot().Available("m", 2, []string{"p"}) })
 
 	l := startLoad(t, m, 4, []string{"p"}, linearReq(t, 2))
 	l.waitCalls(t, 200)
@@ -331,7 +332,7 @@ func TestIntegrationVersionSpreads(t *testing.T) {
 		}
 	}
 	exportVersion(t, baseB, 2)
-	waitFor(t, "v2 on both", func() bool { return len(m.Snapshot().Hosts("m", 2)) == 2 })
+	testwait.Until(t, "v2 on both", func() bool { return len(m.Snapshot().Hosts("m", 2)) == 2 })
 	mark := len(l.outcomes())
 	l.waitCalls(t, 300)
 	l.stop()

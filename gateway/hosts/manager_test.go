@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 
 	"github.com/tfgate/tfgate/gateway/discovery"
+	"github.com/tfgate/tfgate/internal/testwait"
 	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
 )
 
@@ -34,7 +35,7 @@ func TestPoolPreferenceAndFallback(t *testing.T) {
 	}
 	// The gpu host unloads the model: readiness moves traffic to cpu.
 	gpu.setVersions("m")
-	waitFor(t, "gpu host without m v1", func() bool {
+	testwait.Until(t, "gpu host without m v1", func() bool {
 		return !m.Snapshot().Available("m", 1, []string{"gpu"})
 	})
 	if got := m.Snapshot().Hosts("m", 1); len(got) != 1 || got[0] != cpu.addr {
@@ -209,7 +210,7 @@ func TestRemovalClosesAfterInflight(t *testing.T) {
 	ha := m.hosts[a.addr]
 	m.mu.Unlock()
 	d.in <- []string{b.addr} // a leaves discovery mid-call
-	waitFor(t, "b in snapshot", func() bool {
+	testwait.Until(t, "b in snapshot", func() bool {
 		hs := m.Snapshot().Hosts("m", 1)
 		return len(hs) == 1 && hs[0] == b.addr
 	})
@@ -278,7 +279,7 @@ func TestEjectionExpiryReadmits(t *testing.T) {
 	now := time.Now()
 	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
 	m := startManager(t, testConfig(map[string][]string{"p": {a.addr, b.addr}}), Options{Now: clock}, "m")
-	waitFor(t, "both hosts", func() bool { return len(m.Snapshot().Hosts("m", 1)) == 2 })
+	testwait.Until(t, "both hosts", func() bool { return len(m.Snapshot().Hosts("m", 1)) == 2 })
 
 	m.mu.Lock()
 	ha := m.hosts[a.addr]
@@ -302,7 +303,7 @@ func TestEjectionExpiryReadmits(t *testing.T) {
 	clockMu.Lock()
 	now = now.Add(d + time.Millisecond)
 	clockMu.Unlock()
-	waitFor(t, "a back after its ejection", func() bool { return len(m.Snapshot().Hosts("m", 1)) == 2 })
+	testwait.Until(t, "a back after its ejection", func() bool { return len(m.Snapshot().Hosts("m", 1)) == 2 })
 }
 
 func TestSetModels(t *testing.T) {
@@ -312,7 +313,7 @@ func TestSetModels(t *testing.T) {
 		t.Errorf("Versions(n) before n is served = %v, want none (not polled)", got)
 	}
 	m.SetModels([]string{"n", "m", "n"})
-	waitFor(t, "n polled", func() bool { return len(m.Snapshot().Versions("n")) == 2 })
+	testwait.Until(t, "n polled", func() bool { return len(m.Snapshot().Versions("n")) == 2 })
 	if got := m.Snapshot().Versions("n"); got[0] != 4 || got[1] != 5 {
 		t.Errorf("Versions(n) = %v, want [4 5] (LOADING 999 excluded)", got)
 	}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tfgate/tfgate/gateway/discovery"
+	"github.com/tfgate/tfgate/internal/testwait"
 	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
 )
 
@@ -404,7 +405,7 @@ func TestWantKicksRunningPoller(t *testing.T) {
 	}
 	a.setVersions(models[7], 1, 2)
 	m.Want(models[7], 2)
-	waitFor(t, "wanted version routable", func() bool { return m.Snapshot().Available(models[7], 2, []string{"p"}) })
+	testwait.Until(t, "wanted version routable", func() bool { return m.Snapshot().Available(models[7], 2, []string{"p"}) })
 }
 
 // With more never-answered models than one round's priority batch, start-up is
