@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tfgate/tfgate/internal/tensor"
+	"github.com/tfgate/tfgate/internal/testwait"
 	tfpb "github.com/tfgate/tfgate/proto/tensorflow"
 	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
 )
@@ -88,15 +89,11 @@ func (c *fakeClock) Advance(d time.Duration) {
 }
 
 // waitFor polls cond until it holds; it synchronizes with goroutines, it does not
-// measure time (the bound only turns a hang into a failure).
+// measure time (the bound only turns a hang into a failure). It is testwait.Until,
+// kept under this name for the many tests of this package that call it.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testwait.Until(t, what, cond)
 }
 
 // poison in input x makes the test backend reject the request as INVALID_ARGUMENT.
