@@ -1,10 +1,12 @@
 package testenv
 
 import (
+	"fmt"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tfgate/tfgate/internal/testwait"
 )
 
 func TestStartConsul(t *testing.T) {
@@ -42,21 +44,14 @@ func TestStartConsul(t *testing.T) {
 
 func waitService(t *testing.T, cl *api.Client, want int) {
 	t.Helper()
-	var got int
-	for i := 0; i < 100; i++ {
-		svcs, meta, err := cl.Catalog().Service("svc", "", &api.QueryOptions{RequireConsistent: true})
-		if err == nil {
-			got = len(svcs)
-			if got == want {
-				return
-			}
+	testwait.UntilNil(t, fmt.Sprintf("%d instances of service svc", want), func() error {
+		svcs, _, err := cl.Catalog().Service("svc", "", &api.QueryOptions{RequireConsistent: true})
+		if err != nil {
+			return err
 		}
-		_ = meta
-		if i < 99 {
-			<-timeAfter(50)
+		if len(svcs) != want {
+			return fmt.Errorf("catalog service svc: %d instances", len(svcs))
 		}
-	}
-	t.Fatalf("catalog service svc: got %d instances, want %d", got, want)
+		return nil
+	})
 }
-
-func timeAfter(ms int) <-chan time.Time { return time.After(time.Duration(ms) * time.Millisecond) }

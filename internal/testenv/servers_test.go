@@ -11,6 +11,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"go.uber.org/goleak"
+
+	"github.com/tfgate/tfgate/internal/testwait"
 )
 
 func TestStartSQSRedrive(t *testing.T) {
@@ -29,18 +31,17 @@ func TestStartSQSRedrive(t *testing.T) {
 		}
 	}
 	// The third receive moves it to the dead-letter queue.
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	testwait.Until(t, "the message in the dead-letter queue", func() bool {
 		out, err := srv.Client.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: &q.DLQURL, WaitTimeSeconds: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(out.Messages) == 1 {
-			return
+			return true
 		}
 		srv.Client.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: &q.URL, WaitTimeSeconds: 1})
-	}
-	t.Fatal("message never reached the dead-letter queue")
+		return false
+	})
 }
 
 func TestStartS3(t *testing.T) {
