@@ -13,6 +13,9 @@
 //     as a duplicate or a conflict without downloading anything.
 //   - Removal renames the version to a non-numeric .del- name first, so it disappears
 //     from the poller's view in one step, then deletes it.
+//   - A model directory exists only while it holds a published version (or something
+//     else put it there): Begin creates it when missing and Abort removes it again, so
+//     notifications for versions that never publish leave no empty directories.
 //   - CleanStale removes leftovers of interrupted work (.tmp-*, .del-*) and must run
 //     before any Begin, at startup.
 //

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 )
@@ -64,11 +66,22 @@ func (s *Store) Base() string { return s.base }
 // ModelDir is <base>/<model>.
 func (s *Store) ModelDir(model string) string { return filepath.Join(s.base, model) }
 
-// CheckModel reports whether model is usable as a single directory name.
+// CheckModel reports whether model is usable as a single directory name: one path
+// component of at most 255 bytes, not starting with '.', of printable UTF-8 (no
+// control characters, newlines or invalid bytes, which would end up in directory
+// listings, logs and TF Serving's config).
 func CheckModel(model string) error {
 	if model == "" || model == "." || model == ".." || strings.HasPrefix(model, ".") ||
 		strings.ContainsAny(model, "/\\\x00") || len(model) > 255 {
 		return fmt.Errorf("%w: model %q must be one path component not starting with '.'", ErrBadName, model)
+	}
+	if !utf8.ValidString(model) {
+		return fmt.Errorf("%w: model %q is not valid UTF-8", ErrBadName, model)
+	}
+	for _, r := range model {
+		if !unicode.IsPrint(r) {
+			return fmt.Errorf("%w: model %q contains the non-printable character %U", ErrBadName, model, r)
+		}
 	}
 	return nil
 }
@@ -155,6 +168,10 @@ type Pending struct {
 	model string
 	v     int64
 	dir   string
+	// newModel: Begin created the model directory, so Abort removes it again (when
+	// nothing else has appeared in it): a rejected archive leaves no empty model
+	// directory behind.
+	newModel bool
 }
 
 func randHex() string {
@@ -172,21 +189,34 @@ func (s *Store) Begin(model string, v int64) (*Pending, error) {
 		return nil, fmt.Errorf("%w: negative version %d", ErrBadName, v)
 	}
 	md := s.ModelDir(model)
-	if err := os.MkdirAll(md, 0o755); err != nil {
+	newModel := false
+	if err := os.Mkdir(md, 0o755); err == nil {
+		newModel = true
+	} else if !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("create model directory: %w", err)
 	}
 	dir := filepath.Join(md, tmpPrefix+vname(v)+"-"+randHex())
 	if err := os.Mkdir(dir, 0o755); err != nil {
+		if newModel {
+			os.Remove(md)
+		}
 		return nil, fmt.Errorf("create temporary directory: %w", err)
 	}
-	return &Pending{s: s, model: model, v: v, dir: dir}, nil
+	return &Pending{s: s, model: model, v: v, dir: dir, newModel: newModel}, nil
 }
 
 // Dir is the temporary directory to fill.
 func (p *Pending) Dir() string { return p.dir }
 
-// Abort removes the temporary directory.
-func (p *Pending) Abort() error { return os.RemoveAll(p.dir) }
+// Abort removes the temporary directory, and the model directory when Begin created
+// it and it is empty again.
+func (p *Pending) Abort() error {
+	err := os.RemoveAll(p.dir)
+	if p.newModel {
+		_ = os.Remove(p.s.ModelDir(p.model)) // fails, harmlessly, unless empty
+	}
+	return err
+}
 
 // Commit publishes the temporary directory as the version. The caller has fsynced its
 // content (extract.Options.Sync). ErrExists: the version appeared meanwhile; the
@@ -273,6 +303,11 @@ func (s *Store) CleanStale() ([]string, error) {
 				}
 				removed = append(removed, p)
 			}
+		}
+		// A model directory that held nothing but leftovers was created for a version
+		// that never got published: remove it too (os.Remove leaves a non-empty one).
+		if len(ents) > 0 && os.Remove(s.ModelDir(m)) == nil {
+			removed = append(removed, s.ModelDir(m))
 		}
 	}
 	return removed, errors.Join(errs...)

@@ -81,7 +81,7 @@ func TestCommitLookupVersions(t *testing.T) {
 
 func TestBadNames(t *testing.T) {
 	s, _ := New(t.TempDir(), false)
-	for _, m := range []string{"", ".", "..", ".hidden", "a/b", "a\x00"} {
+	for _, m := range []string{"", ".", "..", ".hidden", "a/b", "a\x00", "two\nlines", "bad\xffutf8", "tab\there", "bell\a", "zw\u200bsp"} {
 		if _, err := s.Begin(m, 1); !errors.Is(err, ErrBadName) {
 			t.Errorf("Begin(%q) = %v, want ErrBadName", m, err)
 		}
@@ -148,5 +148,41 @@ func TestCleanStale(t *testing.T) {
 	}
 	if got := names(t, s.ModelDir("m")); !reflect.DeepEqual(got, []string{".1.source.json", "1"}) {
 		t.Errorf("after CleanStale: %q", got)
+	}
+}
+
+// TestAbortLeavesNoModelDir: a version that is never published (a rejected archive, an
+// object that does not exist) leaves no model directory behind, while a model
+// directory that existed before is kept.
+func TestAbortLeavesNoModelDir(t *testing.T) {
+	s, _ := New(t.TempDir(), false)
+	p, err := s.Begin("ghost", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(p.Dir(), "half"), []byte("x"), 0o644)
+	if err := p.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(t, s.Base()); len(got) != 0 {
+		t.Errorf("base after an aborted first version = %q, want empty", got)
+	}
+	if err := publish(t, s, "m", 1, "one"); err != nil {
+		t.Fatal(err)
+	}
+	p, _ = s.Begin("m", 2)
+	p.Abort()
+	if got := names(t, s.ModelDir("m")); !reflect.DeepEqual(got, []string{".1.source.json", "1"}) {
+		t.Errorf("model dir after an aborted second version = %q", got)
+	}
+	// A crash between Begin and Abort: CleanStale removes the leftover model directory.
+	if _, err := s.Begin("crashed", 3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CleanStale(); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(t, s.Base()); !reflect.DeepEqual(got, []string{"m"}) {
+		t.Errorf("base after CleanStale = %q, want [m]", got)
 	}
 }
