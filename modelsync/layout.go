@@ -111,6 +111,10 @@ func (l *Layout) Parse(key string) (model string, version int64, err error) {
 		if perr != nil || v < 0 {
 			return "", 0, fmt.Errorf("%w: key %q: version %q is not a non-negative integer", ErrKeyLayout, key, vs)
 		}
+		if canon := strconv.FormatInt(v, 10); canon != vs {
+			// "+7" and "007" would publish as version 7: two objects for one version.
+			return "", 0, fmt.Errorf("%w: key %q: version %q is not written canonically (want %q)", ErrKeyLayout, key, vs, canon)
+		}
 		return model, v, nil
 	}
 	return "", 0, fmt.Errorf("%w: key %q matches none of %q", ErrKeyLayout, key, l.patterns)

@@ -13,7 +13,12 @@ func TestLayoutParse(t *testing.T) {
 		wantErr           bool
 	}{
 		{name: "flat", prefix: "models", key: "models/ctr/17.tar.gz", model: "ctr", version: 17},
-		{name: "nested", prefix: "models", key: "models/ctr/0017/model.tar.gz", model: "ctr", version: 17},
+		{name: "nested", prefix: "models", key: "models/ctr/17/model.tar.gz", model: "ctr", version: 17},
+		// One version, one spelling: "0017" and "+17" would publish over version 17.
+		{name: "zero-padded version", prefix: "models", key: "models/ctr/0017/model.tar.gz", wantErr: true},
+		{name: "plus-signed version", prefix: "models", key: "models/ctr/+17.tar.gz", wantErr: true},
+		{name: "newline in model", key: "a\nb/1.tar.gz", wantErr: true},
+		{name: "invalid utf-8 model", key: "a\xffb/1.tar.gz", wantErr: true},
 		{name: "no prefix", key: "ctr/3.tar.gz", model: "ctr", version: 3},
 		{name: "deep prefix", prefix: "/a/b/", key: "a/b/m x/9.tar.gz", model: "m x", version: 9},
 		{name: "wrong prefix", prefix: "models", key: "other/ctr/17.tar.gz", wantErr: true},
