@@ -25,6 +25,10 @@ var (
 // DefaultMaxBodyBytes is SQS's own message size limit (256 KiB).
 const DefaultMaxBodyBytes = 256 << 10
 
+// DefaultMaxRecords is how many records of one message are read by default. S3 sends
+// one record per notification; a message with thousands is hostile or broken.
+const DefaultMaxRecords = 100
+
 // Kind classifies a record's event.
 type Kind int
 
@@ -83,6 +87,9 @@ type Message struct {
 	Records []Record
 	// Rejected lists the records that could not be used and why.
 	Rejected []RecordError
+	// Unread counts the records past the limit on records per message, which were
+	// not decoded.
+	Unread int
 }
 
 type snsEnvelope struct {
@@ -108,16 +115,22 @@ type rawRecord struct {
 	} `json:"s3"`
 }
 
-type rawNotification struct {
-	Records *[]json.RawMessage `json:"Records"`
-	Event   string             `json:"Event"`
-	Service string             `json:"Service"`
+// Parse decodes one SQS message body with DefaultMaxRecords. maxBytes <= 0 means
+// DefaultMaxBodyBytes.
+func Parse(body []byte, maxBytes int) (Message, error) {
+	return ParseLimited(body, maxBytes, DefaultMaxRecords)
 }
 
-// Parse decodes one SQS message body. maxBytes <= 0 means DefaultMaxBodyBytes.
-func Parse(body []byte, maxBytes int) (Message, error) {
+// ParseLimited is Parse reading at most maxRecords records (<= 0: DefaultMaxRecords);
+// Message.Unread counts the rest. Each record is decoded on its own, so one that is
+// malformed (nested past the JSON decoder's depth limit, say) is rejected alone and
+// the message's other records are still used.
+func ParseLimited(body []byte, maxBytes, maxRecords int) (Message, error) {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBodyBytes
+	}
+	if maxRecords <= 0 {
+		maxRecords = DefaultMaxRecords
 	}
 	if len(body) > maxBytes {
 		return Message{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(body), maxBytes)
@@ -126,8 +139,12 @@ func Parse(body []byte, maxBytes int) (Message, error) {
 	if len(body) == 0 || body[0] != '{' {
 		return Message{}, fmt.Errorf("%w: body is not a JSON object", ErrMalformed)
 	}
+	top, err := members(body)
+	if err != nil {
+		return Message{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
 	var env snsEnvelope
-	if err := json.Unmarshal(body, &env); err != nil {
+	if err := decodeFields(top, map[string]any{"Type": &env.Type, "Message": &env.Message}); err != nil {
 		return Message{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	sns := false
@@ -144,30 +161,40 @@ func Parse(body []byte, maxBytes int) (Message, error) {
 			return Message{}, fmt.Errorf("%w: SNS Message is not a JSON object", ErrMalformed)
 		}
 	}
-	m, err := parseS3(body)
+	if sns {
+		if top, err = members(body); err != nil {
+			return Message{}, fmt.Errorf("%w: SNS Message: %v", ErrMalformed, err)
+		}
+	}
+	m, err := parseS3(top, maxRecords)
 	m.SNS = sns
 	return m, err
 }
 
-func parseS3(body []byte) (Message, error) {
-	var n rawNotification
-	if err := json.Unmarshal(body, &n); err != nil {
+func parseS3(top map[string][]byte, maxRecords int) (Message, error) {
+	var event string
+	if err := decodeFields(top, map[string]any{"Event": &event}); err != nil {
 		return Message{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	if n.Records == nil {
-		if n.Event == "s3:TestEvent" {
+	rawRecords, ok := top["Records"]
+	if !ok || string(rawRecords) == "null" {
+		if event == "s3:TestEvent" {
 			return Message{Test: true}, nil
 		}
-		if n.Event != "" {
-			return Message{}, fmt.Errorf("%w: %q without Records", ErrUnknownEvent, n.Event)
+		if event != "" {
+			return Message{}, fmt.Errorf("%w: %q without Records", ErrUnknownEvent, event)
 		}
 		return Message{}, fmt.Errorf("%w: no Records and no Event field", ErrMalformed)
 	}
-	if len(*n.Records) == 0 {
+	records, unread, err := elements(rawRecords, maxRecords)
+	if err != nil {
+		return Message{}, fmt.Errorf("%w: Records: %v", ErrMalformed, err)
+	}
+	if len(records) == 0 {
 		return Message{}, fmt.Errorf("%w: empty Records", ErrMalformed)
 	}
-	var m Message
-	for i, raw := range *n.Records {
+	m := Message{Unread: unread}
+	for i, raw := range records {
 		r, err := parseRecord(raw)
 		if err != nil {
 			m.Rejected = append(m.Rejected, RecordError{Index: i, Err: err})

@@ -148,3 +148,40 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestDeepRecordAlone: a record nested deeper than encoding/json accepts is rejected on
+// its own; the message's good records are still used (raw and inside SNS).
+func TestDeepRecordAlone(t *testing.T) {
+	deep := `{"eventName":"ObjectCreated:Put","x":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}`
+	good := `{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"m/1.tar.gz"}}}`
+	body := `{"Records":[` + deep + `,` + good + `]}`
+	for _, b := range []string{body, sns(body)} {
+		m, err := Parse([]byte(b), 1<<20)
+		if err != nil {
+			t.Fatalf("Parse = %v, want the good record", err)
+		}
+		if len(m.Records) != 1 || m.Records[0].Key != "m/1.tar.gz" || len(m.Rejected) != 1 || m.Rejected[0].Index != 0 {
+			t.Errorf("Parse = %d records %+v, rejected %v; want the good one used and record 0 rejected", len(m.Records), m.Records, m.Rejected)
+		}
+	}
+}
+
+func TestMaxRecords(t *testing.T) {
+	rec := `{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"m/1.tar.gz"}}}`
+	body := `{"Records":[` + strings.TrimSuffix(strings.Repeat(rec+",", 250), ",") + `]}`
+	m, err := ParseLimited([]byte(body), 1<<20, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Records) != DefaultMaxRecords || m.Unread != 250-DefaultMaxRecords {
+		t.Errorf("ParseLimited: %d records, %d unread; want %d and %d", len(m.Records), m.Unread, DefaultMaxRecords, 250-DefaultMaxRecords)
+	}
+}
+
+func TestSplitMalformed(t *testing.T) {
+	for _, b := range []string{`{"Records":[}`, `{"a":1 "b":2}`, `{"a":"x}`, `{"a":[1,2}`, `{"a":1}x`, `{"a":}`, `{1:2}`} {
+		if _, err := Parse([]byte(b), 0); !errors.Is(err, ErrMalformed) {
+			t.Errorf("Parse(%s) = %v, want ErrMalformed", b, err)
+		}
+	}
+}
