@@ -97,6 +97,13 @@ type Config struct {
 	ShutdownGrace Duration `json:"shutdown_grace"`
 	// MaxMessageBytes bounds a notification body. Default 256 KiB.
 	MaxMessageBytes int `json:"max_message_bytes"`
+	// MaxRecordsPerMessage is how many records of one notification are read (S3 sends
+	// one); the rest are journaled as one rejected summary. Default 100.
+	MaxRecordsPerMessage int `json:"max_records_per_message"`
+	// RememberRejected is how many rejected objects, by (key, ETag), are remembered so
+	// that catch-up and redeliveries do not download an unchanged one again; 0
+	// remembers none. Default 10000.
+	RememberRejected int `json:"remember_rejected"`
 	// MaxObjectBytes bounds a model archive's compressed size. Default 8 GiB.
 	MaxObjectBytes int64 `json:"max_object_bytes"`
 
@@ -154,28 +161,30 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Mode:              ModeServing,
-		Layouts:           append([]string(nil), DefaultLayouts...),
-		Concurrency:       8,
-		MaxInFlight:       64,
-		Receivers:         2,
-		ReceiveWait:       Duration(20 * time.Second),
-		VisibilityTimeout: Duration(60 * time.Second),
-		RetryDelay:        Duration(10 * time.Second),
-		ShutdownGrace:     Duration(10 * time.Second),
-		MaxMessageBytes:   event.DefaultMaxBodyBytes,
-		MaxObjectBytes:    8 << 30,
-		FetchAttempts:     6,
-		FetchBackoff:      Duration(200 * time.Millisecond),
-		FetchBackoffMax:   Duration(10 * time.Second),
-		Limits:            extract.Limits{}.WithDefaults(),
-		Gzip:              "klauspost",
-		CatchUp:           true,
-		CatchUpInterval:   Duration(10 * time.Minute),
-		CatchUpVersions:   1,
-		ReloadTimeout:     Duration(2 * time.Minute),
-		JournalMaxBytes:   64 << 20,
-		JournalFiles:      8,
+		Mode:                 ModeServing,
+		Layouts:              append([]string(nil), DefaultLayouts...),
+		Concurrency:          8,
+		MaxInFlight:          64,
+		Receivers:            2,
+		ReceiveWait:          Duration(20 * time.Second),
+		VisibilityTimeout:    Duration(60 * time.Second),
+		RetryDelay:           Duration(10 * time.Second),
+		ShutdownGrace:        Duration(10 * time.Second),
+		MaxMessageBytes:      event.DefaultMaxBodyBytes,
+		MaxRecordsPerMessage: event.DefaultMaxRecords,
+		RememberRejected:     10000,
+		MaxObjectBytes:       8 << 30,
+		FetchAttempts:        6,
+		FetchBackoff:         Duration(200 * time.Millisecond),
+		FetchBackoffMax:      Duration(10 * time.Second),
+		Limits:               extract.Limits{}.WithDefaults(),
+		Gzip:                 "klauspost",
+		CatchUp:              true,
+		CatchUpInterval:      Duration(10 * time.Minute),
+		CatchUpVersions:      1,
+		ReloadTimeout:        Duration(2 * time.Minute),
+		JournalMaxBytes:      64 << 20,
+		JournalFiles:         8,
 	}
 }
 
@@ -236,6 +245,10 @@ func (c Config) Validate() error {
 	pos("max_in_flight", int64(c.MaxInFlight))
 	pos("receivers", int64(c.Receivers))
 	pos("max_message_bytes", int64(c.MaxMessageBytes))
+	pos("max_records_per_message", int64(c.MaxRecordsPerMessage))
+	if c.RememberRejected < 0 {
+		add("remember_rejected must not be negative, got %d", c.RememberRejected)
+	}
 	pos("max_object_bytes", c.MaxObjectBytes)
 	pos("fetch_attempts", int64(c.FetchAttempts))
 	pos("visibility_timeout", int64(c.VisibilityTimeout))

@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,6 +79,12 @@ type job struct {
 	eventTime time.Time
 	// parent is the modelsync.receive span of the notification.
 	parent trace.SpanContext
+	// fallback, for catch-up, holds the model's older candidates to try when this
+	// version's archive is rejected, so a hostile newest version does not leave the
+	// model without any.
+	fallback *fallbacks
+	// note is journaled as the reason of a successful outcome (why this version).
+	note string
 }
 
 type message struct {
@@ -115,6 +122,8 @@ type syncer struct {
 
 	msgMu sync.Mutex
 	msgs  map[*message]struct{}
+
+	rejected *rejectedSet
 
 	outcomes metric.Int64Counter
 	duration metric.Float64Histogram
@@ -232,12 +241,13 @@ func newSyncer(cfg Config, deps Deps) (*syncer, error) {
 	m := mp.Meter("github.com/tfgate/tfgate/modelsync")
 	s := &syncer{
 		cfg: cfg, deps: deps, log: log, layout: layout, store: st, journal: jr, gzip: gz,
-		bo:      expBackoff(time.Duration(cfg.FetchBackoff), time.Duration(cfg.FetchBackoffMax)),
-		slots:   make(chan struct{}, cfg.MaxInFlight),
-		workers: make(chan struct{}, cfg.Concurrency),
-		models:  map[string]*modelQueue{},
-		msgs:    map[*message]struct{}{},
-		workCtx: context.Background(),
+		bo:       expBackoff(time.Duration(cfg.FetchBackoff), time.Duration(cfg.FetchBackoffMax)),
+		slots:    make(chan struct{}, cfg.MaxInFlight),
+		workers:  make(chan struct{}, cfg.Concurrency),
+		models:   map[string]*modelQueue{},
+		msgs:     map[*message]struct{}{},
+		rejected: newRejectedSet(cfg.RememberRejected),
+		workCtx:  context.Background(),
 	}
 	s.outcomes, _ = m.Int64Counter("modelsync.sync.outcomes", metric.WithDescription("Sync attempts by outcome."))
 	s.duration, _ = m.Float64Histogram("modelsync.sync.duration", metric.WithUnit("s"), metric.WithDescription("Time from dequeue to outcome."))
@@ -263,11 +273,13 @@ func newSyncer(cfg Config, deps Deps) (*syncer, error) {
 	return s, nil
 }
 
-// record journals and reports an entry.
+// record journals and reports an entry, its outside input bounded (journal.Entry.Bounded)
+// in the log line as in the journal.
 func (s *syncer) record(e journal.Entry) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
+	e = e.Bounded()
 	if err := s.journal.Append(e); err != nil {
 		s.log.Error("journal append failed", "err", err)
 	}
@@ -377,7 +389,7 @@ func (s *syncer) handle(m sqstypes.Message) {
 	msg := &message{id: aws.ToString(m.MessageId), receipt: aws.ToString(m.ReceiptHandle)}
 	msg.receives, _ = strconv.Atoi(m.Attributes[string(sqstypes.MessageSystemAttributeNameApproximateReceiveCount)])
 	base := journal.Entry{Trigger: "sqs", MessageID: msg.id, Receives: msg.receives}
-	parsed, err := event.Parse([]byte(aws.ToString(m.Body)), s.cfg.MaxMessageBytes)
+	parsed, err := event.ParseLimited([]byte(aws.ToString(m.Body)), s.cfg.MaxMessageBytes, s.cfg.MaxRecordsPerMessage)
 	if err != nil {
 		span.SetStatus(otelcodes.Error, err.Error())
 		e := base
@@ -391,9 +403,10 @@ func (s *syncer) handle(m sqstypes.Message) {
 		s.settle(msg)
 		return
 	}
-	for _, re := range parsed.Rejected {
+	if len(parsed.Rejected) > 0 || parsed.Unread > 0 {
+		// Records that name nothing get one summary, however many there are.
 		e := base
-		e.Outcome, e.Reason = journal.Rejected, re.Error()
+		e.Outcome, e.Reason = journal.Rejected, rejectedSummary(parsed, s.cfg.MaxRecordsPerMessage)
 		s.record(e)
 	}
 	var jobs []job
@@ -413,6 +426,12 @@ func (s *syncer) handle(m sqstypes.Message) {
 		model, v, err := s.layout.Parse(r.Key)
 		if err != nil {
 			e.Outcome, e.Reason = journal.Rejected, err.Error()
+			s.record(e)
+			continue
+		}
+		if why, ok := s.rejected.get(r.Key, r.ETag); ok {
+			e.Model, e.Version = model, v
+			e.Outcome, e.Reason = journal.Rejected, "rejected before (same ETag "+r.ETag+"), not fetched again: "+why
 			s.record(e)
 			continue
 		}
@@ -556,7 +575,15 @@ func (s *syncer) runModel(model string, q *modelQueue) {
 			e = s.entry(j)
 			e.Outcome, e.Reason = journal.Abandoned, "shutdown before the work started"
 		}
+		if j.note != "" && e.Reason == "" && (e.Outcome == journal.Published || e.Outcome == journal.Duplicate) {
+			e.Reason = j.note
+		}
 		s.record(e)
+		if next, ok := s.fallback(j, e); ok {
+			s.submit(next) // takes over j's slot
+			s.jobs.Done()
+			continue
+		}
 		s.done(j, e.Outcome)
 	}
 }
@@ -668,6 +695,13 @@ func (s *syncer) process(j job) (e journal.Entry) {
 		if out == journal.Abandoned {
 			err = fmt.Errorf("shutdown interrupted the download: %w", err)
 		}
+		if out == journal.Rejected && !errors.Is(err, ErrObjectGone) {
+			etag := j.etag
+			if etag == "" {
+				etag = r.info.ETag
+			}
+			s.rejected.add(j.key, etag, err.Error())
+		}
 		return fail(out, err)
 	}
 
@@ -767,6 +801,30 @@ func (s *syncer) existing(ctx context.Context, j job, src *store.Source, e journ
 	return e
 }
 
+// rejectedSummary is one journal reason for every record of a message that could not
+// be read: the first few errors, and how many more.
+func rejectedSummary(m event.Message, maxRecords int) string {
+	var b strings.Builder
+	if n := len(m.Rejected); n > 0 {
+		fmt.Fprintf(&b, "%d unusable record(s)", n)
+		for i, re := range m.Rejected {
+			if i == 3 {
+				fmt.Fprintf(&b, "; and %d more", n-3)
+				break
+			}
+			b.WriteString("; ")
+			b.WriteString(journal.Truncate(re.Error(), 200))
+		}
+	}
+	if m.Unread > 0 {
+		if b.Len() > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%d record(s) past the limit of %d per message not read (max_records_per_message)", m.Unread, maxRecords)
+	}
+	return b.String()
+}
+
 func isFetchError(err error) bool {
 	return errors.Is(err, ErrObjectGone) || errors.Is(err, ErrObjectChanged) || errors.Is(err, ErrTooBig) ||
 		errors.Is(err, ErrIntegrity) || errors.Is(err, ErrFetchFailed)
@@ -783,7 +841,8 @@ func (s *syncer) classify(ctx context.Context, xerr, ferr error) string {
 	case errors.Is(err, ErrIntegrity), errors.Is(err, ErrObjectChanged), errors.Is(err, ErrFetchFailed):
 		return journal.Failed
 	case errors.Is(xerr, extract.ErrUnsafe), errors.Is(xerr, extract.ErrLimit),
-		errors.Is(xerr, extract.ErrEmpty), errors.Is(xerr, extract.ErrCorrupt):
+		errors.Is(xerr, extract.ErrEmpty), errors.Is(xerr, extract.ErrCorrupt),
+		errors.Is(xerr, extract.ErrRefused):
 		return journal.Rejected
 	}
 	return journal.Failed

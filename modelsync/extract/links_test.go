@@ -265,7 +265,7 @@ func extractContained(t *testing.T, data []byte, opts Options) error {
 }
 
 func TestPropertyNoPathResolvesOutside(t *testing.T) {
-	n := 3000
+	n := 1500
 	if testing.Short() {
 		n = 300
 	}
