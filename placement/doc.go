@@ -1,0 +1,71 @@
+// Package placement decides which serving hosts hold which model versions, and
+// keeps that decision in Consul KV, so that a fleet of TF Serving hosts serves tens
+// of thousands of per-customer models without every host loading every model.
+//
+// # Pieces
+//
+//   - Decide (policy.go) is the policy: a pure, deterministic function of an Input
+//     snapshot (hosts and their capacity per pool, the catalog of versions and
+//     sizes, what hosts report resident, demand, routing requirements and pins,
+//     load-failure backoffs, the previous assignment, the time) to a Decision: the
+//     Assignment (per host, the versions it should hold) and, per version, why.
+//   - EncodeHost / DecodeHost (codec.go) are the KV wire format of one host's
+//     assignment: sharded, gzip-compressed, with a manifest that names every shard's
+//     generation and checksum.
+//
+// # Policy
+//
+//  1. Candidates: per pool, weighted rendezvous hashing (rendezvous.go) ranks the
+//     pool's hosts for each version, the same ranking in every process. Adding or
+//     removing one of N hosts changes about 1/N of first candidates.
+//  2. Priority: pinned versions, then versions the routing config needs (default,
+//     labels, experiment arms), then the rest by last use, most recent first.
+//  3. Keep: previous copies stay where they are (no reshuffle: deciding again from
+//     a decision's own output changes nothing) unless their host left the pool,
+//     lost its capacity, or failed to load the version.
+//  4. Place: missing copies go to the best-ranked candidate with room; a full
+//     candidate overflows to the next. When none has room, the least recently
+//     used copies are evicted on the candidate whose victims are oldest, taking
+//     only unpinned, unrequired copies placed at least the pool's min_residency
+//     ago, and (for an unrequired newcomer) only copies used less recently than it.
+//  5. Rebalance: a copy not on one of its best-ranked hosts (a host joined, room
+//     opened at home) moves there, make-before-break (the old copy stays Draining
+//     until the new host reports the version loaded), at most Config.MaxMoves per
+//     decision.
+//  6. Copies follow demand: ceil(rate / copy_rate), clamped to
+//     [min_copies, max_copies, hosts in pool], changing only outside a hysteresis
+//     band so that demand at a boundary does not flap.
+//
+// # Invariants (each has a test)
+//
+//   - No host is assigned more bytes than its capacity.
+//   - The decision depends only on the snapshot, not on input order or map order.
+//   - A copy younger than its pool's min_residency is never evicted (churn guard).
+//   - Pinned and required versions are never evicted for anything else; when they
+//     do not fit, the decision says so (State Pending/Partial and a
+//     RequiredNotResident Problem), it does not drop them silently.
+//   - A host in load-failure backoff for a version is not assigned it.
+//   - Placed is not served: the gateway routes by what hosts report AVAILABLE,
+//     never by the assignment (architecture invariant 7).
+//
+// # Consul KV layout
+//
+// Under a prefix (default "tfgate"):
+//
+//	<prefix>/placement/<pool>/<host>/manifest       JSON Manifest: generation, per-shard {gen, sum, entries, bytes}
+//	<prefix>/placement/<pool>/<host>/shard/<i>.<gen> gzip text of the host's entries whose model hashes to shard i
+//
+// A reader lists <prefix>/placement/<pool>/<host>/ (one consistent read at one
+// index), takes the manifest, and accepts the assignment only if every shard it
+// names is present with a matching checksum; otherwise an update is in flight and
+// the reader keeps its last good assignment. Writers write the changed shards
+// under a new generation, then the manifest, so readers never see a torn value.
+// A host's manifest and shards fit one Consul transaction (at most 62 shards +
+// manifest + a session check <= 64 ops); 50,000 entries on one host compress to
+// about 700 KB over 16 shards of ~45 KB, under the 512 KiB value limit.
+//
+// # Concurrency
+//
+// Decide, EncodeHost and DecodeHost are pure and safe for concurrent use; a
+// Decision is immutable once returned and may be shared.
+package placement
