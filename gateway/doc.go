@@ -34,8 +34,16 @@
 // published through an atomic pointer; rebuilds (config reloads, readiness and spec
 // changes, signature checks) are serialized by one mutex and never block requests.
 // [Server.Run] owns every goroutine the server starts (the config watcher, the
-// rebuild loop, signature checks) and returns after they stop. [Run] owns the
-// listener, the gRPC server, the hosts manager and the preprocessing store, and
-// shuts them down in order: stop accepting and finish in-flight calls, flush
-// batches, stop watchers, close backend connections.
+// rebuild loop, signature checks) and returns after they stop.
+//
+// # The process
+//
+// [Run] is the whole gateway process behind one call (cmd/gateway only parses
+// flags into a [RunConfig]): the listener and the gRPC server, the hosts manager
+// and the preprocessing store, the TLS sources of the listener and the backends
+// (re-read on change and on SIGHUP, with the routing config), the admin server
+// (/metrics, /healthz, and /readyz answering the [Readiness] policy), and the
+// Consul registration. It shuts them down in order: deregister and stop the
+// admin server, stop accepting and finish in-flight calls, flush batches, stop
+// watchers, close backend connections.
 package gateway

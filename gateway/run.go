@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -18,9 +19,11 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/tfgate/tfgate/gateway/discovery"
 	"github.com/tfgate/tfgate/gateway/hosts"
 	"github.com/tfgate/tfgate/gateway/route"
 	"github.com/tfgate/tfgate/internal/grpcserve"
+	"github.com/tfgate/tfgate/internal/telemetry"
 	"github.com/tfgate/tfgate/internal/tlsconfig"
 	"github.com/tfgate/tfgate/preprocess"
 	tfgatev1 "github.com/tfgate/tfgate/proto/tfgate/v1"
@@ -30,6 +33,8 @@ import (
 const (
 	// DefaultListen is the gateway's gRPC address.
 	DefaultListen = ":9500"
+	// DefaultAdminListen is the admin HTTP address cmd/gateway uses.
+	DefaultAdminListen = ":9501"
 	// DefaultMaxMsgSize is the default receive and send limit of the gateway's
 	// server, far above grpc-go's 4 MiB (large embedding outputs exceed it).
 	DefaultMaxMsgSize = 64 << 20
@@ -37,6 +42,8 @@ const (
 	DefaultShutdownTimeout = 30 * time.Second
 	// DefaultReadyTimeout bounds the wait for the first readiness poll at start.
 	DefaultReadyTimeout = 10 * time.Second
+	// DefaultStartupGrace bounds how long /readyz waits for start-up to settle.
+	DefaultStartupGrace = 2 * time.Minute
 
 	// flowControlWindow is the HTTP/2 stream and connection window of the
 	// gateway's server and of its backend connections: grpc-go's upper bound for
@@ -77,6 +84,22 @@ type RunConfig struct {
 	// Nil: Run adds no credentials of its own (Deps.DialOptions may; otherwise
 	// plaintext).
 	BackendTLS *tlsconfig.Config
+	// AdminListen is the admin HTTP server's address: /metrics, /healthz and
+	// /readyz (see [Readiness]). Default: none (no admin server unless
+	// Deps.AdminListener is set).
+	AdminListen string
+	// Pprof serves /debug/pprof/ on the admin server. Default false.
+	Pprof bool
+	// StartupGrace is how long after start /readyz waits for start-up to settle
+	// (every host's first answer about every model, and the signature checks of
+	// what they serve); after it, any routable version makes the gateway ready.
+	// Default 2m.
+	StartupGrace time.Duration
+	// Consul, when set, registers the gateway in Consul (with a gRPC health
+	// check) once it serves and deregisters it as soon as shutdown starts. An
+	// empty Addr registers the listener's address; CheckTLS is turned on when
+	// ListenerTLS serves TLS. Default: not registered.
+	Consul *discovery.Registration
 	// Server holds the remaining server options (ConfigPath, Backends, Specs,
 	// Logger and MeterProvider are set by Run).
 	Server Options
@@ -84,34 +107,53 @@ type RunConfig struct {
 
 // Deps are Run's injected dependencies; all optional.
 type Deps struct {
-	Logger        *slog.Logger
+	Logger *slog.Logger
+	// Telemetry, when set, supplies the meter and tracer providers (unless
+	// MeterProvider or TracerProvider is set), the admin server's /metrics
+	// registry, the otelgrpc stats handlers and request-id propagation on the
+	// server and the backend connections (readiness polls left untraced), and
+	// the request-duration metric and access log interceptors.
+	Telemetry *telemetry.Providers
+	// MeterProvider; nil is Telemetry's, else a no-op.
 	MeterProvider metric.MeterProvider
+	// TracerProvider traces requests through the server, batching and backend
+	// calls; nil is Telemetry's, else a no-op.
+	TracerProvider trace.TracerProvider
 	// Listener, when set, is served instead of listening on RunConfig.Listen.
 	Listener net.Listener
+	// AdminListener, when set, is the admin server's instead of listening on
+	// RunConfig.AdminListen.
+	AdminListener net.Listener
 	// Reload receives a value for each SIGHUP: re-read the routing config and
 	// the certificate files (RunConfig.ListenerTLS, BackendTLS) now.
 	Reload <-chan os.Signal
 	// Started, when set, is called with the server's address once it serves.
 	Started func(addr net.Addr, s *Server)
-	// ServerOptions are added to the gRPC server's (telemetry stats handlers and
-	// interceptors, transport credentials).
+	// ServerOptions are added to the gRPC server's (interceptors; transport
+	// credentials unless RunConfig.ListenerTLS is set).
 	ServerOptions []grpc.ServerOption
-	// TracerProvider traces requests through the server, batching and backend
-	// calls; nil is a no-op.
-	TracerProvider trace.TracerProvider
 	// DialOptions are added to every backend connection's (transport
-	// credentials, telemetry stats handlers); credentials given here win.
+	// credentials unless RunConfig.BackendTLS is set).
 	DialOptions []grpc.DialOption
 	// WrapBackends, when set, wraps the hosts manager (tests observe or alter
 	// backend calls with it).
 	WrapBackends func(Backends) Backends
+	// Register keeps RunConfig.Consul registered until its context ends, then
+	// deregisters it. Default: discovery.KeepRegistered.
+	Register func(ctx context.Context, r discovery.Registration, log *slog.Logger) error
+	// Now is the clock StartupGrace is measured on. Default: time.Now.
+	Now func() time.Time
 }
 
-// Run runs the gateway until ctx is cancelled, then shuts down in order: health
-// turns NOT_SERVING, the gRPC server stops accepting and finishes in-flight calls
-// (up to ShutdownTimeout), batches are flushed, watchers and pollers stop, backend
-// connections close. It returns nil after a clean shutdown.
-func Run(ctx context.Context, cfg RunConfig, deps Deps) error {
+// Run runs the gateway until ctx is cancelled: the admin server (from the
+// start, answering /readyz "starting" until the gateway serves), the spec store
+// and the hosts manager, the gRPC server, the certificate sources and the
+// Consul registration. Then it shuts down in order: the registration is removed
+// and the admin server stops, health turns NOT_SERVING, the gRPC server stops
+// accepting and finishes in-flight calls (up to ShutdownTimeout), batches are
+// flushed, watchers and pollers stop, backend connections close. It returns nil
+// after a clean shutdown.
+func Run(ctx context.Context, cfg RunConfig, deps Deps) (err error) {
 	if cfg.ConfigPath == "" || cfg.ModelRoot == "" {
 		return errors.New("gateway: the routing config path and the model root are required")
 	}
@@ -130,10 +172,21 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) error {
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = DefaultReadyTimeout
 	}
+	if cfg.StartupGrace <= 0 {
+		cfg.StartupGrace = DefaultStartupGrace
+	}
 	log := deps.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	if deps.Register == nil {
+		deps.Register = discovery.KeepRegistered
+	}
+	startedAt := deps.Now()
+	tel := newRunTelemetry(deps, log)
 
 	// The backends section is read once, at start.
 	first, err := route.Load(cfg.ConfigPath, nil)
@@ -143,26 +196,41 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) error {
 	if first.Backends.Kind == 0 {
 		return fmt.Errorf("%s: backends: missing; add a backends: section with at least one pool", cfg.ConfigPath)
 	}
-	certs, err := newCertSources(cfg, log, deps.MeterProvider)
+	certs, err := newCertSources(cfg, log, tel.mp)
 	if err != nil {
 		return err
 	}
 	defer certs.close()
+
+	// The admin server answers from the start: /readyz says "starting" until
+	// the gateway serves.
+	var serving atomic.Pointer[Server]
+	adminCtx, stopAdmin := context.WithCancel(ctx)
+	defer stopAdmin()
+	adminDone, err := startAdmin(adminCtx, cfg, deps, tel, log, func() error {
+		return Readiness(serving.Load(), deps.Now().Sub(startedAt) >= cfg.StartupGrace)
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { stopAdmin(); err = errors.Join(err, <-adminDone) }()
+
 	dialOpts := append([]grpc.DialOption{
 		grpc.WithStaticStreamWindowSize(flowControlWindow), grpc.WithStaticConnWindowSize(flowControlWindow),
 		// hosts.Manager retries on another host itself; grpc-go's own retry layer
 		// would only buffer every request for a replay that never comes.
 		grpc.WithDisableRetry(),
-	}, deps.DialOptions...)
+	}, tel.dialOpts...)
+	dialOpts = append(dialOpts, deps.DialOptions...)
 	if certs.backends != nil {
 		dialOpts = append(dialOpts, grpc.WithTransportCredentials(certs.backends.Credentials()))
 	}
-	mgr, err := hosts.New(first.Hosts, hosts.Options{Logger: log, MeterProvider: deps.MeterProvider, DialOptions: dialOpts})
+	mgr, err := hosts.New(first.Hosts, hosts.Options{Logger: log, MeterProvider: tel.mp, DialOptions: dialOpts})
 	if err != nil {
 		return err
 	}
 	mgr.SetModels(first.ModelNames())
-	store := preprocess.NewStore(cfg.ModelRoot, preprocess.StoreOptions{PollInterval: cfg.SpecPollInterval, Logger: log, MeterProvider: deps.MeterProvider})
+	store := preprocess.NewStore(cfg.ModelRoot, preprocess.StoreOptions{PollInterval: cfg.SpecPollInterval, Logger: log, MeterProvider: tel.mp})
 
 	bg, stopBg := context.WithCancel(context.Background())
 	defer stopBg()
@@ -186,7 +254,7 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) error {
 	if deps.WrapBackends != nil {
 		opts.Backends = deps.WrapBackends(opts.Backends)
 	}
-	opts.Logger, opts.MeterProvider, opts.TracerProvider = log, deps.MeterProvider, deps.TracerProvider
+	opts.Logger, opts.MeterProvider, opts.TracerProvider = log, tel.mp, tel.tp
 	if opts.MaxBackendMessageBytes == 0 {
 		opts.MaxBackendMessageBytes = first.Hosts.MaxSendMsgSize
 	}
@@ -205,7 +273,8 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) error {
 		// Serve streams on a fixed set of goroutines instead of a new one per
 		// request, whose stack grows afresh every time (6% of the CPU in profiles).
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-	}, deps.ServerOptions...)
+	}, tel.serverOpts...)
+	serverOpts = append(serverOpts, deps.ServerOptions...)
 	if certs.listener != nil {
 		serverOpts = append(serverOpts, grpc.Creds(certs.listener.Credentials()))
 	}
@@ -228,8 +297,25 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) error {
 	served := make(chan error, 1)
 	go func() { served <- gs.Serve(lis) }()
 	log.Info("gateway: serving", "addr", lis.Addr().String(), "config", cfg.ConfigPath, "model_root", cfg.ModelRoot)
+	serving.Store(srv)
 	if deps.Started != nil {
 		deps.Started(lis.Addr(), srv)
+	}
+
+	// Registered while serving; deregistered as soon as shutdown starts.
+	regCtx, stopReg := context.WithCancel(ctx)
+	defer stopReg()
+	regDone := make(chan error, 1)
+	if cfg.Consul != nil {
+		reg := *cfg.Consul
+		if reg.Addr == "" {
+			reg.Addr = lis.Addr().String()
+		}
+		// The check speaks TLS when the listener does (Consul must trust its CA).
+		reg.CheckTLS = reg.CheckTLS || (cfg.ListenerTLS != nil && !cfg.ListenerTLS.Insecure)
+		go func() { regDone <- deps.Register(regCtx, reg, log) }()
+	} else {
+		regDone <- nil
 	}
 
 	var serveErr error
@@ -251,6 +337,8 @@ loop:
 
 	// Shutdown, in order.
 	log.Info("gateway: shutting down")
+	stopReg()
+	stopAdmin()
 	hs.Shutdown()
 	if !grpcserve.Stop(gs, cfg.ShutdownTimeout) {
 		log.Warn("gateway: in-flight calls did not finish in time; they were cancelled", "timeout", cfg.ShutdownTimeout)
@@ -260,7 +348,7 @@ loop:
 	closeErr := srv.Close(cctx)
 	cancel()
 	stopErr := stop()
-	return errors.Join(serveErr, closeErr, stopErr)
+	return errors.Join(serveErr, closeErr, stopErr, <-regDone)
 }
 
 // waitStart waits for the first spec scan and (bounded) for the first readiness

@@ -48,7 +48,8 @@ type stackOpts struct {
 	maxRecv        int
 	cost           model.Cost // simulated compute cost of every version
 	wrap           func(Backends) Backends
-	serverOptions  []grpc.ServerOption // added to the gateway's gRPC server's
+	serverOptions  []grpc.ServerOption     // added to the gateway's gRPC server's
+	run            func(*RunConfig, *Deps) // last changes to what Run gets
 }
 
 // writeVersions exports model versions with modelgen; seeds differ per version so
@@ -150,21 +151,24 @@ func startStack(t *testing.T, o stackOpts) *stack {
 		}
 		return s.recorder
 	}
-	go func() {
-		s.done <- Run(ctx, RunConfig{
-			ConfigPath:       s.cfgPath,
-			ModelRoot:        root,
-			SpecPollInterval: 100 * time.Millisecond,
-			MaxRecvMsgSize:   o.maxRecv,
-			ShutdownTimeout:  5 * time.Second,
-			Server:           Options{WatchInterval: 20 * time.Millisecond},
-		}, Deps{
-			Listener:      lis,
-			WrapBackends:  wrap,
-			ServerOptions: o.serverOptions,
-			Started:       func(addr net.Addr, srv *Server) { s.addr, s.srv = addr.String(), srv; close(started) },
-		})
-	}()
+	rc := RunConfig{
+		ConfigPath:       s.cfgPath,
+		ModelRoot:        root,
+		SpecPollInterval: 100 * time.Millisecond,
+		MaxRecvMsgSize:   o.maxRecv,
+		ShutdownTimeout:  5 * time.Second,
+		Server:           Options{WatchInterval: 20 * time.Millisecond},
+	}
+	deps := Deps{
+		Listener:      lis,
+		WrapBackends:  wrap,
+		ServerOptions: o.serverOptions,
+		Started:       func(addr net.Addr, srv *Server) { s.addr, s.srv = addr.String(), srv; close(started) },
+	}
+	if o.run != nil {
+		o.run(&rc, &deps)
+	}
+	go func() { s.done <- Run(ctx, rc, deps) }()
 	select {
 	case <-started:
 	case err := <-s.done:

@@ -9,10 +9,12 @@
 // re-read when they change (no restart).
 //
 // SIGHUP re-reads the routing config and the certificate files (both are also
-// watched); SIGINT or SIGTERM shut
-// down gracefully: stop accepting, finish in-flight calls, flush batches, close
-// backend connections. Telemetry follows the OTEL_* environment variables; the
-// admin server serves /metrics, /healthz and /readyz.
+// watched); SIGINT or SIGTERM shut down gracefully: stop accepting, finish
+// in-flight calls, flush batches, close backend connections. Telemetry follows
+// the OTEL_* environment variables; the admin server serves /metrics, /healthz
+// and /readyz.
+//
+// Everything but flag parsing lives in gateway.Run.
 package main
 
 import (
@@ -20,17 +22,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
-
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
-	"google.golang.org/grpc"
 
 	"github.com/tfgate/tfgate/gateway"
 	"github.com/tfgate/tfgate/gateway/discovery"
@@ -46,9 +43,35 @@ func main() {
 }
 
 func run(args []string) error {
-	started := time.Now()
+	cfg, logCfg, err := parseFlags(args, os.Stderr)
+	if err != nil {
+		return err
+	}
+	log, err := telemetry.NewLogger(os.Stderr, logCfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	prov, _, err := telemetry.FromEnv(ctx, "tfgate-gateway")
+	if err != nil {
+		return err
+	}
+	defer prov.Close(5 * time.Second)
+	return gateway.Run(ctx, cfg, gateway.Deps{Logger: log, Telemetry: prov, Reload: hup})
+}
+
+// parseFlags turns the command line into the gateway's configuration and the
+// log settings, checking what the flags alone decide.
+func parseFlags(args []string, out io.Writer) (gateway.RunConfig, telemetry.LogConfig, error) {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	fs.SetOutput(out)
 	var cfg gateway.RunConfig
+	var logCfg telemetry.LogConfig
 	fs.StringVar(&cfg.ConfigPath, "config", "", "routing config file (YAML; required)")
 	fs.StringVar(&cfg.ModelRoot, "model-root", "", "model base path holding <model>/<version>/assets.extra/tfgate-preprocess.json (required)")
 	fs.StringVar(&cfg.Listen, "listen", gateway.DefaultListen, "gRPC listen address")
@@ -58,11 +81,11 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", gateway.DefaultShutdownTimeout, "how long in-flight calls may take to finish at shutdown")
 	fs.DurationVar(&cfg.Server.WatchInterval, "config-poll-interval", gateway.DefaultWatchInterval, "how often the routing config file is checked for changes (negative: only SIGHUP)")
 	fs.DurationVar(&cfg.Server.DeadlineMargin, "deadline-margin", gateway.DefaultDeadlineMargin, "kept back from the caller's deadline for the backend call")
-	adminAddr := fs.String("admin-listen", ":9501", "admin HTTP address (/metrics, /healthz, /readyz); empty disables")
-	startupGrace := fs.Duration("startup-grace", 2*time.Minute, "how long after start /readyz waits for every host's first answer about every model and for the signature checks of what they serve (then: ready on any routable version)")
-	pprof := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin server")
-	logFormat := fs.String("log-format", "json", "log format: json or text")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&cfg.AdminListen, "admin-listen", gateway.DefaultAdminListen, "admin HTTP address (/metrics, /healthz, /readyz); empty disables")
+	fs.DurationVar(&cfg.StartupGrace, "startup-grace", gateway.DefaultStartupGrace, "how long after start /readyz waits for every host's first answer about every model and for the signature checks of what they serve (then: ready on any routable version)")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ on the admin server")
+	fs.StringVar(&logCfg.Format, "log-format", "json", "log format: json or text")
+	fs.StringVar(&logCfg.Level, "log-level", "info", "log level: debug, info, warn, error")
 	consulRegister := fs.Bool("consul-register", false, "register this gateway in Consul (agent from CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, ...) with a gRPC health check while it serves")
 	consulRegAddr := fs.String("consul-register-addr", "", "host:port to register (default: the listen address; a wildcard host registers the agent's node address)")
 	consulService := fs.String("consul-service", "tfgate-gateway", "Consul service name for --consul-register")
@@ -80,105 +103,25 @@ func run(args []string) error {
 	fs.BoolVar(&bt.Insecure, "backend-insecure", false, "call TF Serving in plaintext (stock TF Serving without --ssl_config_file)")
 	tlsReload := fs.Duration("tls-reload-interval", tlsconfig.DefaultReloadInterval, "how often certificate files are checked for changes")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return cfg, logCfg, err
+	}
+	if cfg.ConfigPath == "" || cfg.ModelRoot == "" {
+		fs.Usage()
+		return cfg, logCfg, errors.New("--config and --model-root are required")
 	}
 	if *subjects != "" {
 		lt.AllowedSubjects = strings.Split(*subjects, ",")
 	}
 	lt.ReloadInterval, bt.ReloadInterval = *tlsReload, *tlsReload
-	if cfg.ConfigPath == "" || cfg.ModelRoot == "" {
-		fs.Usage()
-		return errors.New("--config and --model-root are required")
-	}
-	log, err := telemetry.NewLogger(os.Stderr, telemetry.LogConfig{Format: *logFormat, Level: *logLevel})
-	if err != nil {
-		return err
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-
-	prov, _, err := telemetry.FromEnv(ctx, "tfgate-gateway")
-	if err != nil {
-		return err
-	}
-	defer prov.Close(5 * time.Second)
-	reqMetrics, err := telemetry.NewRequestMetrics(prov.MeterProvider, 1000)
-	if err != nil {
-		return err
-	}
 	if err := lt.ValidateServer(); err != nil {
-		return fmt.Errorf("listener TLS (--tls-cert/--tls-key, or --insecure): %w", err)
+		return cfg, logCfg, fmt.Errorf("listener TLS (--tls-cert/--tls-key, or --insecure): %w", err)
 	}
 	if err := bt.ValidateClient(); err != nil {
-		return fmt.Errorf("backend TLS (--backend-tls-*, or --backend-insecure): %w", err)
+		return cfg, logCfg, fmt.Errorf("backend TLS (--backend-tls-*, or --backend-insecure): %w", err)
 	}
-	// gateway.Run owns the certificate sources: it re-reads the files when they
-	// change and on SIGHUP.
 	cfg.ListenerTLS, cfg.BackendTLS = &lt, &bt
-
-	ready := make(chan struct{})
-	var srv atomic.Pointer[gateway.Server]
-	adminDone := make(chan error, 1)
-	if *adminAddr != "" {
-		admin := telemetry.NewAdmin(telemetry.AdminOptions{Gatherer: prov.Registry, Pprof: *pprof, Logger: log,
-			Ready: func(context.Context) error {
-				select {
-				case <-ready:
-					return routable(srv.Load(), time.Since(started) >= *startupGrace)
-				default:
-					return errors.New("gateway starting: waiting for the first spec scan and readiness poll")
-				}
-			}})
-		go func() { adminDone <- admin.ListenAndServe(ctx, *adminAddr) }()
-	} else {
-		adminDone <- nil
+	if *consulRegister {
+		cfg.Consul = &discovery.Registration{Name: *consulService, Addr: *consulRegAddr}
 	}
-
-	regDone := make(chan error, 1)
-	regDone <- nil
-	err = gateway.Run(ctx, cfg, gateway.Deps{
-		Logger:        log,
-		MeterProvider: prov.MeterProvider,
-		Reload:        hup,
-		ServerOptions: append(prov.ServerOptions(), grpc.ChainUnaryInterceptor(reqMetrics.UnaryServerInterceptor(), telemetry.AccessLog(log))),
-		// Readiness polls (GetModelStatus every second per host) are left untraced.
-		DialOptions: prov.DialOptions(otelgrpc.WithFilter(filters.Not(filters.MethodName("GetModelStatus")))),
-		TracerProvider: prov.TracerProvider,
-		Started: func(addr net.Addr, s *gateway.Server) {
-			srv.Store(s)
-			close(ready)
-			if *consulRegister { // deregisters as soon as shutdown starts
-				// The check speaks TLS when the listener does (Consul must trust its CA).
-				reg := discovery.Registration{Name: *consulService, Addr: *consulRegAddr, CheckTLS: !lt.Insecure}
-				if reg.Addr == "" {
-					reg.Addr = addr.String()
-				}
-				<-regDone
-				go func() { regDone <- discovery.KeepRegistered(ctx, reg, log) }()
-			}
-		},
-	})
-	stop()
-	return errors.Join(err, <-regDone, <-adminDone)
-}
-
-// routable is /readyz once serving: ready once start-up has settled (or the
-// grace period is over) while the routing config is loaded and at least one model
-// version is routable. Waiting for start-up to settle keeps a restarted gateway
-// out of rotation while, at tens of thousands of models, most are still loading.
-func routable(s *gateway.Server, graceOver bool) error {
-	if s == nil {
-		return errors.New("gateway starting")
-	}
-	if ok, why := s.Settled(); !ok && !graceOver {
-		return fmt.Errorf("gateway starting: %s (ready regardless after --startup-grace)", why)
-	}
-	if ok, models := s.AnyRoutable(); !ok {
-		return fmt.Errorf("no routable version among %d models: a version needs its preprocessing spec and a host reporting it AVAILABLE (ListRoutes says why)", models)
-	}
-	return nil
+	return cfg, logCfg, nil
 }

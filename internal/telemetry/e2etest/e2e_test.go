@@ -45,15 +45,6 @@ type env struct {
 	addr    string // the gateway's gRPC address
 }
 
-func reqMetrics(t *testing.T, prov *telemetry.Providers) *telemetry.RequestMetrics {
-	t.Helper()
-	rm, err := telemetry.NewRequestMetrics(prov.MeterProvider, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rm
-}
-
 const routes = `backends:
   pools:
     main: {static: [%q]}
@@ -83,8 +74,9 @@ type opts struct {
 	reload      <-chan os.Signal // Deps.Reload (SIGHUP)
 }
 
-// start runs servingsim and the gateway with one set of telemetry providers
-// (as cmd/gateway builds them) recording spans in memory.
+// start runs servingsim and the gateway (gateway.Run, wired as cmd/gateway
+// runs it: the same telemetry, admin server and TLS handling) with one set of
+// telemetry providers recording spans in memory.
 func start(t *testing.T, o opts) *env {
 	t.Helper()
 	root := t.TempDir()
@@ -120,8 +112,6 @@ func start(t *testing.T, o opts) *env {
 	if o.sim != nil {
 		sc.ServerOptions = append(sc.ServerOptions, grpc.Creds(o.sim.Credentials()))
 	}
-	serverOpts := append(prov.ServerOptions(), grpc.ChainUnaryInterceptor(reqMetrics(t, prov).UnaryServerInterceptor()))
-	dialOpts := prov.DialOptions()
 	if o.clientCreds == nil {
 		o.clientCreds = insecure.NewCredentials()
 	}
@@ -135,6 +125,10 @@ func start(t *testing.T, o opts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	adminLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan struct{})
 	done := make(chan error, 1)
@@ -143,13 +137,11 @@ func start(t *testing.T, o opts) *env {
 			ConfigPath: cfgPath, ModelRoot: root, SpecPollInterval: 100 * time.Millisecond, ShutdownTimeout: 5 * time.Second,
 			ListenerTLS: o.listener, BackendTLS: o.backends,
 		}, gateway.Deps{
-			Reload:         o.reload,
-			MeterProvider:  prov.MeterProvider,
-			TracerProvider: prov.TracerProvider,
-			ServerOptions:  serverOpts,
-			DialOptions:    dialOpts,
-			Listener:       lis,
-			Started:        func(net.Addr, *gateway.Server) { close(started) },
+			Reload:        o.reload,
+			Telemetry:     prov,
+			Listener:      lis,
+			AdminListener: adminLis,
+			Started:       func(net.Addr, *gateway.Server) { close(started) },
 		})
 	}()
 	select {
@@ -162,15 +154,6 @@ func start(t *testing.T, o opts) *env {
 		t.Fatal("gateway did not start in 30s")
 	}
 
-	adminLis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	adminDone := make(chan error, 1)
-	go func() {
-		adminDone <- telemetry.NewAdmin(telemetry.AdminOptions{Gatherer: prov.Registry}).Serve(ctx, adminLis)
-	}()
-
 	conn, err := grpc.NewClient(lis.Addr().String(), append(prov.DialOptions(), grpc.WithTransportCredentials(o.clientCreds))...)
 	if err != nil {
 		t.Fatal(err)
@@ -180,9 +163,6 @@ func start(t *testing.T, o opts) *env {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("gateway.Run after shutdown: %v", err)
-		}
-		if err := <-adminDone; err != nil {
-			t.Errorf("admin server: %v", err)
 		}
 	})
 	e := &env{prov: prov, spans: spans, client: tfgatev1.NewGatewayServiceClient(conn), metrics: "http://" + adminLis.Addr().String() + "/metrics", addr: lis.Addr().String()}
