@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/prototext"
 
+	"github.com/tfgate/tfgate/internal/atomicfile"
 	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
 )
 
@@ -95,28 +96,8 @@ func (r *Reloader) Ensure(ctx context.Context, model string) (bool, error) {
 	if err != nil {
 		return true, err
 	}
-	if err := writeAtomic(r.file, b); err != nil {
+	if err := atomicfile.Write(r.file, b, 0o644, true); err != nil {
 		return true, fmt.Errorf("rewrite model config file: %w", err)
 	}
 	return true, nil
-}
-
-func writeAtomic(p string, b []byte) error {
-	tmp := p + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, p)
 }

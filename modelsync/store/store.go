@@ -15,7 +15,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"golang.org/x/sys/unix"
+	"github.com/tfgate/tfgate/internal/atomicfile"
 )
 
 // Sentinel errors.
@@ -50,6 +50,9 @@ type Store struct {
 // New opens (creating if needed) the base path. sync false skips fsyncs (tests, benchmarks
 // of everything else).
 func New(base string, sync bool) (*Store, error) {
+	if err := checkPlatform(); err != nil {
+		return nil, err
+	}
 	abs, err := filepath.Abs(base)
 	if err != nil {
 		return nil, fmt.Errorf("base path %q: %w", base, err)
@@ -227,12 +230,12 @@ func (p *Pending) Commit(src Source) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(s.markerPath(p.model, p.v), b, s.sync); err != nil {
+	if err := atomicfile.Write(s.markerPath(p.model, p.v), b, 0o644, s.sync); err != nil {
 		p.Abort()
 		return fmt.Errorf("write source marker: %w", err)
 	}
 	if s.sync {
-		if err := syncDir(p.dir); err != nil {
+		if err := atomicfile.SyncDir(p.dir); err != nil {
 			p.Abort()
 			return err
 		}
@@ -246,10 +249,10 @@ func (p *Pending) Commit(src Source) error {
 		return fmt.Errorf("rename into place: %w", err)
 	}
 	if s.sync {
-		if err := syncDir(s.ModelDir(p.model)); err != nil {
+		if err := atomicfile.SyncDir(s.ModelDir(p.model)); err != nil {
 			return err
 		}
-		if err := syncDir(s.base); err != nil {
+		if err := atomicfile.SyncDir(s.base); err != nil {
 			return err
 		}
 	}
@@ -267,7 +270,7 @@ func (s *Store) Remove(model string, v int64) error {
 		return fmt.Errorf("unpublish %s/%d: %w", model, v, err)
 	}
 	if s.sync {
-		if err := syncDir(md); err != nil {
+		if err := atomicfile.SyncDir(md); err != nil {
 			return err
 		}
 	}
@@ -336,59 +339,4 @@ func (s *Store) Retain(model string, keep int, pinned func(model string, v int64
 		removed = append(removed, v)
 	}
 	return removed, errors.Join(errs...)
-}
-
-func writeFileAtomic(p string, b []byte, sync bool) error {
-	tmp := p + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if sync {
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return err
-		}
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, p)
-}
-
-func syncDir(p string) error {
-	f, err := os.Open(p)
-	if err != nil {
-		return fmt.Errorf("open %s for fsync: %w", p, err)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", p, err)
-	}
-	return nil
-}
-
-// renameNoReplace renames old to new, failing with an error matching os.ErrExist if new
-// exists, even as an empty directory (which plain rename(2) would replace).
-func renameNoReplace(oldp, newp string) error {
-	err := unix.Renameat2(unix.AT_FDCWD, oldp, unix.AT_FDCWD, newp, unix.RENAME_NOREPLACE)
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
-		return os.ErrExist
-	}
-	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
-		// Filesystem without RENAME_NOREPLACE: check, then rename (callers serialise
-		// work per model, so nothing else in this process races the check).
-		if _, err := os.Lstat(newp); err == nil {
-			return os.ErrExist
-		}
-		return os.Rename(oldp, newp)
-	}
-	return &os.LinkError{Op: "rename", Old: oldp, New: newp, Err: err}
 }
