@@ -39,9 +39,9 @@ lint:
 vet:
 	$(GO) vet ./...
 
-## test: vet, lint, the proto staleness and module tidiness checks, and every test with -race
+## test: vet, lint, proto and go.mod checks, every test with -race; ends with a count of skipped tests
 test: tools vet lint protocheck tidycheck
-	$(GO) test -race -count=1 -timeout 30m ./...
+	GO=$(GO) scripts/gotest.sh -race -count=1 -timeout 30m ./...
 
 ## demo: the whole stack on loopback, with a report
 demo: tools build
