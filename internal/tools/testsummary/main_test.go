@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/*.out from the current output")
+var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
 
 // TestGolden: real `go test -json` streams (testdata/*.json, from a scratch
 // module with passing, skipping, failing, hanging and unbuildable packages) and
@@ -29,7 +29,7 @@ func TestGolden(t *testing.T) {
 			if err := run(bytes.NewReader(b), &out); err != nil {
 				t.Fatal(err)
 			}
-			golden := strings.TrimSuffix(in, ".json") + ".out"
+			golden := strings.TrimSuffix(in, ".json") + ".golden"
 			if *update {
 				if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
 					t.Fatal(err)
