@@ -478,7 +478,7 @@ func (s *Server) predict(ctx context.Context, req *tfgatev1.PredictRequest, deco
 	}
 	// The one call site where a fully built, version-pinned request leaves for
 	// the backends (through the model's batcher when batching is on).
-	bresp, err := s.group.Do(withPools(ctx, m.Pools), m.Batching, breq)
+	bresp, err := s.group.Do(ctx, m.Batching, m.Pools, breq)
 	if err != nil {
 		return nil, at(err)
 	}
@@ -549,15 +549,8 @@ func (s *Server) backendContext(ctx context.Context, timeout time.Duration) (con
 	return ctx, cancel, nil
 }
 
-type poolsKey struct{}
-
-func withPools(ctx context.Context, pools []string) context.Context {
-	return context.WithValue(ctx, poolsKey{}, pools)
-}
-
-// invokeBackend is the batching.Invoke every backend Predict goes through.
-func (s *Server) invokeBackend(ctx context.Context, req *servingpb.PredictRequest) (*servingpb.PredictResponse, error) {
-	pools, _ := ctx.Value(poolsKey{}).([]string)
+// invokeBackend is the batching.PoolInvoke every backend Predict goes through.
+func (s *Server) invokeBackend(ctx context.Context, pools []string, req *servingpb.PredictRequest) (*servingpb.PredictResponse, error) {
 	ctx, span := s.tracer.Start(ctx, "tfgate.backend", trace.WithSpanKind(trace.SpanKindInternal))
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String("tfgate.model", req.GetModelSpec().GetName()),

@@ -149,6 +149,7 @@ func (bt *batch) dispatchable() bool {
 // Batcher batches requests for one (model, version, signature). See the package
 // documentation for its semantics.
 type Batcher struct {
+	pools    []string // the host pools invoke sends to, when a Group made b
 	cfg      Config
 	cfgErr   error
 	invoke   Invoke

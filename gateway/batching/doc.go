@@ -15,6 +15,10 @@
 // used, bit for bit what the same request sent alone would return (when the model's
 // rows are independent, which is what batching a model assumes).
 //
+// A Group's batcher also belongs to one set of host pools, which Group.Do names
+// explicitly with the model's batching config; when either changes, the next
+// request gets a new batcher, so a batch always goes to the pools of every member.
+//
 // Requests that cannot be batched -- a scalar input, zero rows, a dtype tensor does not
 // handle, or a request bigger than a batch may be in bytes -- are sent alone, unchanged.
 //

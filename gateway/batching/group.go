@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -13,12 +14,17 @@ import (
 // DefaultSignature is the signature an empty model_spec.signature_name means.
 const DefaultSignature = "serving_default"
 
+// PoolInvoke sends one Predict to a host of pools (host picking, failover and
+// retries included), as Invoke does for one Batcher.
+type PoolInvoke func(ctx context.Context, pools []string, req *servingpb.PredictRequest) (*servingpb.PredictResponse, error)
+
 // Group keeps one Batcher per (model, version, signature), created on first use with
-// the model's current Config. When a model's Config changes (a routing config
-// reload), the next request creates a new Batcher and the old one is closed in the
-// background after flushing what it holds. Group is safe for concurrent use.
+// the model's current Config and host pools. When a model's Config or pools change
+// (a routing config reload), the next request creates a new Batcher and the old one
+// is closed in the background after flushing what it holds, so every batch goes to
+// the pools of all its members. Group is safe for concurrent use.
 type Group struct {
-	invoke Invoke
+	invoke PoolInvoke
 	opts   Options
 
 	mu       sync.Mutex
@@ -29,9 +35,9 @@ type Group struct {
 	giveUp   context.CancelFunc
 }
 
-// NewGroup returns an empty Group whose batchers send through invoke. opts.Key is
-// ignored: each batcher gets its own.
-func NewGroup(invoke Invoke, opts Options) *Group {
+// NewGroup returns an empty Group whose batchers send through invoke, each to
+// the pools it was created for. opts.Key is ignored: each batcher gets its own.
+func NewGroup(invoke PoolInvoke, opts Options) *Group {
 	g := &Group{invoke: invoke, opts: opts, batchers: make(map[Key]*Batcher)}
 	g.closeCtx, g.giveUp = context.WithCancel(context.Background())
 	return g
@@ -53,32 +59,32 @@ func KeyOf(req *servingpb.PredictRequest) (Key, error) {
 	return Key{Model: spec.GetName(), Version: spec.GetVersion().GetValue(), Signature: sig}, nil
 }
 
-// Do sends req through the batcher of its (model, version, signature) when
-// cfg.Enabled, and straight to the backend otherwise. cfg is the model's current
-// batching config.
-func (g *Group) Do(ctx context.Context, cfg Config, req *servingpb.PredictRequest) (*servingpb.PredictResponse, error) {
+// Do sends req to a host of pools, through the batcher of its (model, version,
+// signature) when cfg.Enabled, and straight to the backend otherwise. cfg and
+// pools are the model's current batching config and host pools.
+func (g *Group) Do(ctx context.Context, cfg Config, pools []string, req *servingpb.PredictRequest) (*servingpb.PredictResponse, error) {
 	if !cfg.Enabled {
-		return g.invoke(ctx, req)
+		return g.invoke(ctx, pools, req)
 	}
 	k, err := KeyOf(req)
 	if err != nil {
 		return nil, err
 	}
-	b, err := g.batcher(k, cfg)
+	b, err := g.batcher(k, cfg, pools)
 	if err != nil {
 		return nil, err
 	}
 	return b.Do(ctx, req)
 }
 
-func (g *Group) batcher(k Key, cfg Config) (*Batcher, error) {
+func (g *Group) batcher(k Key, cfg Config, pools []string) (*Batcher, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
 		return nil, fmt.Errorf("%s: %w; the gateway is shutting down, retry on another instance", k, ErrClosed)
 	}
 	b := g.batchers[k]
-	if b != nil && b.Config().Equal(cfg) {
+	if b != nil && b.Config().Equal(cfg) && slices.Equal(b.pools, pools) {
 		return b, nil
 	}
 	if b != nil {
@@ -86,7 +92,11 @@ func (g *Group) batcher(k Key, cfg Config) (*Batcher, error) {
 	}
 	opts := g.opts
 	opts.Key = k
-	b = New(cfg, g.invoke, opts)
+	pools = slices.Clone(pools)
+	b = New(cfg, func(ctx context.Context, req *servingpb.PredictRequest) (*servingpb.PredictResponse, error) {
+		return g.invoke(ctx, pools, req)
+	}, opts)
+	b.pools = pools
 	g.batchers[k] = b
 	return b, nil
 }

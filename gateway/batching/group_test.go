@@ -3,6 +3,7 @@ package batching
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,10 +15,13 @@ func TestGroup(t *testing.T) {
 	s := &backend{}
 	inv := startBackend(t, s)
 	var calls atomic.Int64
-	g := NewGroup(func(ctx context.Context, req *servingpb.PredictRequest) (*servingpb.PredictResponse, error) {
+	var lastPools atomic.Value // []string
+	g := NewGroup(func(ctx context.Context, pools []string, req *servingpb.PredictRequest) (*servingpb.PredictResponse, error) {
 		calls.Add(1)
+		lastPools.Store(pools)
 		return inv(ctx, req)
 	}, Options{})
+	pools := []string{"gpu"}
 	ctx := context.Background()
 	on := DefaultConfig()
 	on.Enabled = true
@@ -25,7 +29,7 @@ func TestGroup(t *testing.T) {
 
 	t.Run("disabled goes straight to the backend", func(t *testing.T) {
 		req := xReq(t, 2, 2, 0)
-		resp, err := g.Do(ctx, DefaultConfig(), req)
+		resp, err := g.Do(ctx, DefaultConfig(), pools, req)
 		wantSame(t, "disabled", outcome{resp, err}, req)
 		if n := len(g.batchers); n != 0 {
 			t.Errorf("disabled config created %d batchers", n)
@@ -35,12 +39,12 @@ func TestGroup(t *testing.T) {
 		for _, v := range []int64{1, 1, 2} {
 			req := xReq(t, 1, 2, 0)
 			req.ModelSpec = spec(v)
-			resp, err := g.Do(ctx, on, req)
+			resp, err := g.Do(ctx, on, pools, req)
 			wantSame(t, "enabled", outcome{resp, err}, req)
 		}
 		req := xReq(t, 1, 2, 0)
 		req.ModelSpec.SignatureName = DefaultSignature // same key as ""
-		if _, err := g.Do(ctx, on, req); err != nil {
+		if _, err := g.Do(ctx, on, pools, req); err != nil {
 			t.Fatal(err)
 		}
 		if n := len(g.batchers); n != 2 {
@@ -51,7 +55,7 @@ func TestGroup(t *testing.T) {
 		before := g.batchers[Key{testModel, 1, DefaultSignature}]
 		changed := on
 		changed.MaxBatchSize = 8
-		if _, err := g.Do(ctx, changed, xReq(t, 1, 2, 0)); err != nil {
+		if _, err := g.Do(ctx, changed, pools, xReq(t, 1, 2, 0)); err != nil {
 			t.Fatal(err)
 		}
 		after := g.batchers[Key{testModel, 1, DefaultSignature}]
@@ -59,15 +63,40 @@ func TestGroup(t *testing.T) {
 			t.Errorf("batcher not replaced after a config change")
 		}
 		// The new limit applies.
-		_, err := g.Do(ctx, changed, xReq(t, 9, 2, 0))
+		_, err := g.Do(ctx, changed, pools, xReq(t, 9, 2, 0))
 		if !errors.Is(err, ErrInvalidRequest) {
 			t.Errorf("9 rows with max_batch_size 8 = %v, want INVALID_ARGUMENT", err)
+		}
+	})
+	t.Run("the pools reach the backend and a pools change replaces the batcher", func(t *testing.T) {
+		if _, err := g.Do(ctx, on, pools, xReq(t, 1, 2, 0)); err != nil {
+			t.Fatal(err)
+		}
+		if got := lastPools.Load().([]string); !slices.Equal(got, pools) {
+			t.Errorf("backend called with pools %v, want %v", got, pools)
+		}
+		before := g.batchers[Key{testModel, 1, DefaultSignature}]
+		moved := []string{"cpu"}
+		if _, err := g.Do(ctx, on, moved, xReq(t, 1, 2, 0)); err != nil {
+			t.Fatal(err)
+		}
+		if got := lastPools.Load().([]string); !slices.Equal(got, moved) {
+			t.Errorf("after the model moved to %v the backend was called with pools %v", moved, got)
+		}
+		if after := g.batchers[Key{testModel, 1, DefaultSignature}]; after == before {
+			t.Error("batcher not replaced after a pools change")
+		}
+		if _, err := g.Do(ctx, DefaultConfig(), []string{"edge"}, xReq(t, 1, 2, 0)); err != nil {
+			t.Fatal(err)
+		}
+		if got := lastPools.Load().([]string); !slices.Equal(got, []string{"edge"}) {
+			t.Errorf("unbatched call reached the backend with pools %v, want [edge]", got)
 		}
 	})
 	t.Run("a label is refused", func(t *testing.T) {
 		req := xReq(t, 1, 2, 0)
 		req.ModelSpec = &servingpb.ModelSpec{Name: testModel, VersionChoice: &servingpb.ModelSpec_VersionLabel{VersionLabel: "stable"}}
-		_, err := g.Do(ctx, on, req)
+		_, err := g.Do(ctx, on, pools, req)
 		if !errors.Is(err, ErrInvalidRequest) || !strings.Contains(err.Error(), "explicit model_spec.version") {
 			t.Errorf("Do with a label = %v, want INVALID_ARGUMENT asking for an explicit version", err)
 		}
@@ -111,7 +140,7 @@ func TestGroup(t *testing.T) {
 	if err := g.Close(ctx); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	_, err := g.Do(ctx, on, xReq(t, 1, 2, 0))
+	_, err := g.Do(ctx, on, pools, xReq(t, 1, 2, 0))
 	if !errors.Is(err, ErrClosed) {
 		t.Errorf("Do after Close = %v, want UNAVAILABLE", err)
 	}
