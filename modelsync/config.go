@@ -274,10 +274,8 @@ func (c Config) Validate() error {
 	if err := c.Limits.Validate(); err != nil {
 		add("limits: %v", err)
 	}
-	switch c.Gzip {
-	case "klauspost", "std":
-	default:
-		add("gzip %q: want klauspost or std", c.Gzip)
+	if _, err := extract.DecompressorByName(c.Gzip); err != nil {
+		add("%v", err)
 	}
 	if c.Retain < 0 {
 		add("retain %d is negative", c.Retain)

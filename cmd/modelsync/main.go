@@ -199,14 +199,11 @@ func extractCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	defer f.Close()
-	opts := extract.Options{Limits: cfg.Limits, Root: *root, Sync: *fsync, Gzip: extract.KlauspostGzip}
-	switch *gz {
-	case "klauspost":
-	case "std":
-		opts.Gzip = extract.StdGzip
-	default:
-		return fmt.Errorf("-gzip %q: want klauspost or std", *gz)
+	dec, err := extract.DecompressorByName(*gz)
+	if err != nil {
+		return fmt.Errorf("-%w", err)
 	}
+	opts := extract.Options{Limits: cfg.Limits, Root: *root, Sync: *fsync, Gzip: dec}
 	if *include != "" {
 		opts.Include = strings.Split(*include, ",")
 	}

@@ -124,6 +124,17 @@ func StdGzip(r io.Reader) (io.ReadCloser, error) { return gzip.NewReader(r) }
 // KlauspostGzip decompresses with github.com/klauspost/compress/gzip.
 func KlauspostGzip(r io.Reader) (io.ReadCloser, error) { return kgzip.NewReader(r) }
 
+// Decompressors maps the names settings use ("gzip: klauspost") to implementations.
+var Decompressors = map[string]Decompressor{"klauspost": KlauspostGzip, "std": StdGzip}
+
+// DecompressorByName returns the named decompressor, or an error that lists the names.
+func DecompressorByName(name string) (Decompressor, error) {
+	if d, ok := Decompressors[name]; ok {
+		return d, nil
+	}
+	return nil, fmt.Errorf("gzip %q: want klauspost or std", name)
+}
+
 // Options control one extraction.
 type Options struct {
 	Limits Limits
