@@ -12,6 +12,9 @@
 //   - EncodeHost / DecodeHost (codec.go) are the KV wire format of one host's
 //     assignment: sharded, gzip-compressed, with a manifest that names every shard's
 //     generation and checksum.
+//   - Store (store.go) reads and writes that state in Consul KV: assignments with
+//     check-and-set and a leader-session guard, watches with blocking queries,
+//     host status, gateway demand and the catalog.
 //
 // # Policy
 //
@@ -52,8 +55,21 @@
 //
 // Under a prefix (default "tfgate"):
 //
-//	<prefix>/placement/<pool>/<host>/manifest       JSON Manifest: generation, per-shard {gen, sum, entries, bytes}
+//	<prefix>/placement-leader                        the controller's session lock (api.Lock)
+//	<prefix>/placement/<pool>/<host>/manifest        JSON Manifest: generation, per-shard {gen, sum, entries, bytes}
 //	<prefix>/placement/<pool>/<host>/shard/<i>.<gen> gzip text of the host's entries whose model hashes to shard i
+//	<prefix>/catalog/manifest, shard/<i>.<gen>       the model catalog, same format (Bytes = object bytes)
+//	<prefix>/status/<host>                           gzip JSON HostStatus, written by the host's sidecar
+//	<prefix>/demand/<gateway-id>                     gzip JSON DemandReport, written by each gateway
+//
+// Writes of placement/ are transactions that begin with a check-session on
+// <prefix>/placement-leader (only the session holding the lock may write) and
+// check-and-set the manifest on the ModifyIndex the writer read, so a deposed
+// leader that has not noticed yet can overwrite neither its successor nor a value
+// it did not read. New shard generations are written with CAS index 0 (must not
+// exist). Status and demand keys have one writer each and are plain puts; readers
+// ignore reports older than a TTL. Hosts that leave keep their last value:
+// nothing is unloaded for lack of an answer.
 //
 // A reader lists <prefix>/placement/<pool>/<host>/ (one consistent read at one
 // index), takes the manifest, and accepts the assignment only if every shard it
@@ -67,5 +83,9 @@
 // # Concurrency
 //
 // Decide, EncodeHost and DecodeHost are pure and safe for concurrent use; a
-// Decision is immutable once returned and may be shared.
+// Decision is immutable once returned and may be shared. Store is safe for
+// concurrent use; WatchHost owns its loop until ctx is done, and while Consul is
+// unreachable or a value is torn it delivers nothing (receivers keep the last
+// good value), backing off between BackoffMin and BackoffMax; a *Stored is
+// owned by one writer.
 package placement
