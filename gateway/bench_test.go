@@ -85,7 +85,7 @@ func newInProcess(tb testing.TB) (*Server, *preprocess.Pipeline, func()) {
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
 	deadline := time.Now().Add(10 * time.Second)
-	for srv.snap.Load().pipes[vkey{"reviews", 1}] == nil {
+	for srv.builder.current().pipes[vkey{"reviews", 1}] == nil {
 		if time.Now().After(deadline) {
 			tb.Fatal("signature check did not complete")
 		}

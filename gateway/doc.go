@@ -28,6 +28,19 @@
 //     (errors.go), with a message that names the model and version and says what to
 //     fix.
 //
+// # Request path and control plane
+//
+// The request path ([Server], server.go) only reads: each request loads the
+// latest immutable snapshot and serves from it. Everything that changes what is
+// routable is the control plane, a snapshot builder (builder.go, with the file
+// watcher and rebuild loop in watch.go and the signature checks in
+// sigcheck.go): it reloads and validates the routing config, follows the spec
+// store and the backends' readiness, runs the signature checks, asks readiness
+// for the versions it would route, publishes each result as a new snapshot and
+// tells the batchers which versions are still served. Placement plugs in there,
+// as one more input to the build. codec.go carries a request's decode error to
+// Predict; errors.go maps every error to its gRPC code.
+//
 // # Concurrency
 //
 // [Server] methods are safe for concurrent use. Routing snapshots are immutable and

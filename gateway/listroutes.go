@@ -11,14 +11,12 @@ import (
 
 // ListRoutes describes the routing snapshot now serving: one model or all.
 func (s *Server) ListRoutes(ctx context.Context, req *tfgatev1.ListRoutesRequest) (*tfgatev1.ListRoutesResponse, error) {
-	snap := s.snap.Load()
+	snap := s.builder.current()
 	resp := &tfgatev1.ListRoutesResponse{
 		ConfigGeneration: snap.routes.Generation,
 		ConfigFile:       s.opts.ConfigPath,
 		ReloadFailures:   s.stats.reloadFailures.Load(),
-	}
-	if e := s.lastErr.Load(); e != nil {
-		resp.LastReloadError = *e
+		LastReloadError:  s.builder.lastReloadError(),
 	}
 	if name := req.GetModel(); name != "" {
 		m, ok := snap.routes.Model(name)

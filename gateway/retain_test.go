@@ -25,7 +25,7 @@ func TestBatchersOfGoneVersionsAreClosed(t *testing.T) {
 	srv := runServer(t, Options{ConfigPath: cfg, Backends: newFakeBackends(root), Specs: StoreSpecs{store}, WatchInterval: -1})
 	ctx := context.Background()
 	for _, m := range []string{"reviews", "intents"} {
-		waitUntil(t, m+" routable", func() bool { return srv.snap.Load().pipes[vkey{m, 1}] != nil })
+		waitUntil(t, m+" routable", func() bool { return srv.builder.current().pipes[vkey{m, 1}] != nil })
 		if _, err := srv.Predict(ctx, &tfgatev1.PredictRequest{Model: m, Instances: text("hello world")}); err != nil {
 			t.Fatalf("Predict %s: %v", m, err)
 		}
@@ -71,9 +71,9 @@ func TestSignatureResultsOfGoneVersionsAreDropped(t *testing.T) {
 	writeModels(t, cfg, "  reviews: {default: \"2\"}\n  intents: {default: \"1\"}\n")
 	srv := runServer(t, Options{ConfigPath: cfg, Backends: newFakeBackends(root), Specs: StoreSpecs{store}, WatchInterval: -1})
 	for _, k := range []vkey{{"reviews", 1}, {"reviews", 2}, {"intents", 1}} {
-		waitUntil(t, fmt.Sprintf("%s version %d checked", k.model, k.version), func() bool { return srv.snap.Load().pipes[k] != nil })
+		waitUntil(t, fmt.Sprintf("%s version %d checked", k.model, k.version), func() bool { return srv.builder.current().pipes[k] != nil })
 	}
-	if got := srv.sig.size(); got != 3 {
+	if got := srv.builder.sig.size(); got != 3 {
 		t.Fatalf("signature results after checking 3 versions: %d, want 3", got)
 	}
 
@@ -84,8 +84,8 @@ func TestSignatureResultsOfGoneVersionsAreDropped(t *testing.T) {
 	if err := store.Scan(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	srv.rebuild()
-	if got := srv.sig.size(); got != 2 {
+	srv.builder.rebuild()
+	if got := srv.builder.sig.size(); got != 2 {
 		t.Errorf("signature results after reviews/1 was removed: %d, want 2", got)
 	}
 
@@ -94,10 +94,10 @@ func TestSignatureResultsOfGoneVersionsAreDropped(t *testing.T) {
 	if err := srv.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if got := srv.sig.size(); got != 1 {
+	if got := srv.builder.sig.size(); got != 1 {
 		t.Errorf("signature results after intents left the config: %d, want 1 (reviews/2)", got)
 	}
-	if srv.snap.Load().pipes[vkey{"reviews", 2}] == nil {
+	if srv.builder.current().pipes[vkey{"reviews", 2}] == nil {
 		t.Error("reviews/2 lost its checked pipeline")
 	}
 }

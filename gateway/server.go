@@ -6,11 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"reflect"
-	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -80,46 +76,20 @@ type Options struct {
 	MaxBackendMessageBytes int
 }
 
-type vkey struct {
-	model   string
-	version int64
-}
-
-// snapshot is what one request reads: routing plus the signature-checked pipelines.
-type snapshot struct {
-	routes *route.Snapshot
-	pipes  map[vkey]*preprocess.Pipeline
-	// backendsReady: the backends had finished their first full readiness round
-	// when this snapshot was built; sigPending: versions on a host whose signature
-	// check had not finished. Together they say whether start-up has settled.
-	backendsReady bool
-	sigPending    int
-}
-
-// Server implements tfgate.v1.GatewayService.
+// Server implements tfgate.v1.GatewayService: the request path. Each request
+// reads the snapshot its [builder] (the control plane, builder.go) last
+// published; the Server itself holds no routing state.
 type Server struct {
 	tfgatev1.UnimplementedGatewayServiceServer
 
-	opts   Options
-	log    *slog.Logger
-	codec  *codec
-	tracer trace.Tracer
-	stats  counters
-	reg    metric.Registration
-
-	snap atomic.Pointer[snapshot]
-	cfg  atomic.Pointer[route.Config]
-	gen  atomic.Uint64
-
-	reloadMu  sync.Mutex // one reload at a time
-	buildMu   sync.Mutex // one rebuild at a time
-	lastErr   atomic.Pointer[string]
-	fileStamp fileStamp // guarded by reloadMu
-
-	rebuildCh chan struct{}
-	sig       *sigChecker
-	group     *batching.Group
-	settled   atomic.Bool // latched by Settled
+	opts    Options
+	log     *slog.Logger
+	codec   *codec
+	tracer  trace.Tracer
+	stats   counters
+	reg     metric.Registration
+	builder *builder
+	group   *batching.Group
 }
 
 // New loads and validates the routing config (failing if it is invalid), builds
@@ -141,26 +111,25 @@ func New(opts Options) (*Server, error) {
 		opts.SignatureConcurrency = DefaultSignatureConcurrency
 	}
 	s := &Server{
-		opts:      opts,
-		log:       opts.Logger,
-		codec:     newCodec(),
-		rebuildCh: make(chan struct{}, 1),
+		opts:  opts,
+		log:   opts.Logger,
+		codec: newCodec(),
 	}
 	if opts.TracerProvider == nil {
 		opts.TracerProvider = tracenoop.NewTracerProvider()
 	}
 	s.opts.TracerProvider = opts.TracerProvider
 	s.tracer = opts.TracerProvider.Tracer("github.com/tfgate/tfgate/gateway")
-	s.sig = newSigChecker(s, opts.SignatureConcurrency)
 	s.group = batching.NewGroup(s.invokeBackend, batching.Options{
 		Logger: opts.Logger, MeterProvider: opts.MeterProvider, TracerProvider: opts.TracerProvider, MaxMessageBytes: opts.MaxBackendMessageBytes,
 	})
+	s.builder = newBuilder(s.opts, &s.stats, s.group.Retain)
 	reg, err := s.stats.register(opts.MeterProvider)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: metrics: %w", err)
 	}
 	s.reg = reg
-	if err := s.Reload(); err != nil {
+	if err := s.builder.reload(); err != nil {
 		_ = reg.Unregister()
 		return nil, err
 	}
@@ -170,234 +139,14 @@ func New(opts Options) (*Server, error) {
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats { return s.stats.stats() }
 
-// Generation is the number of the config now serving (1 for the first).
-func (s *Server) Generation() uint64 { return s.snap.Load().routes.Generation }
-
-// Reload re-reads the config file now (what SIGHUP does). On failure the last
-// good config keeps serving; the failure is logged, counted and returned.
-func (s *Server) Reload() error {
-	s.reloadMu.Lock()
-	defer s.reloadMu.Unlock()
-	st, data, err := readStamped(s.opts.ConfigPath)
-	if err == nil {
-		s.fileStamp = st
-		return s.apply(data)
+// Close flushes the batchers (after the gRPC server stopped taking requests) and
+// unregisters metrics.
+func (s *Server) Close(ctx context.Context) error {
+	err := s.group.Close(ctx)
+	if uerr := s.reg.Unregister(); err == nil {
+		err = uerr
 	}
-	return s.fail(fmt.Errorf("read routing config: %w", err))
-}
-
-// apply parses, validates and publishes data. Called with reloadMu held.
-func (s *Server) apply(data []byte) error {
-	cfg, err := route.Parse(s.opts.ConfigPath, data, s.specCheck)
-	if err != nil {
-		return s.fail(err)
-	}
-	if old := s.cfg.Load(); old != nil && !reflect.DeepEqual(old.Hosts, cfg.Hosts) {
-		s.log.Warn("gateway: the backends section changed; restart the gateway to apply it (routing changes are applied now)", "file", s.opts.ConfigPath)
-	}
-	s.opts.Backends.SetModels(cfg.ModelNames())
-	s.buildMu.Lock()
-	s.cfg.Store(cfg)
-	s.gen.Add(1)
-	s.rebuildLocked()
-	s.buildMu.Unlock()
-	s.stats.reloads.Add(1)
-	s.lastErr.Store(nil)
-	s.log.Info("gateway: routing config loaded", "file", s.opts.ConfigPath, "generation", s.gen.Load(), "models", len(cfg.Models))
-	return nil
-}
-
-func (s *Server) fail(err error) error {
-	s.stats.reloadFailures.Add(1)
-	msg := err.Error()
-	s.lastErr.Store(&msg)
-	s.log.Error("gateway: routing config rejected; the last good config keeps serving", "file", s.opts.ConfigPath, "err", err)
 	return err
-}
-
-// specCheck is route.SpecChecker over the store: labels, defaults and arms must
-// name versions whose spec loaded.
-func (s *Server) specCheck(model string, v int64) error {
-	if _, ok := s.opts.Specs.Get(model, v); ok {
-		return nil
-	}
-	if err := s.opts.Specs.Err(model, v); err != nil {
-		return err
-	}
-	return preprocess.ErrNoSpec
-}
-
-// rebuild builds a snapshot from the current config, specs, readiness and
-// signature checks, and publishes it.
-func (s *Server) rebuild() {
-	s.buildMu.Lock()
-	defer s.buildMu.Unlock()
-	s.rebuildLocked()
-}
-
-func (s *Server) rebuildLocked() {
-	cfg := s.cfg.Load()
-	if cfg == nil {
-		return
-	}
-	// Read before the build, so that what the build reads of readiness is at least
-	// as new as the round that made the backends ready.
-	backendsReady := closed(s.opts.BackendsReady)
-	st := &buildState{s: s, cfg: cfg, pipes: map[vkey]*preprocess.Pipeline{}, why: map[vkey]error{}}
-	for name, m := range cfg.Models {
-		for _, v := range s.opts.Specs.Versions(name) {
-			st.consider(name, v, m.Pools)
-		}
-		s.wantMissing(st, m)
-	}
-	routes := route.Build(cfg, st, s.gen.Load(), route.BuildOptions{Rand: s.opts.Rand})
-	pending := 0
-	for _, err := range st.why {
-		if errors.Is(err, errPending) {
-			pending++
-		}
-	}
-	s.snap.Store(&snapshot{routes: routes, pipes: st.pipes, backendsReady: backendsReady, sigPending: pending})
-	// Signature results are kept for the versions this build considered (every
-	// version in the spec store of a configured model, and every version the
-	// config names); the others are gone and their pipelines with them.
-	s.sig.retain(func(k vkey) bool {
-		_, considered := st.why[k]
-		return considered || st.pipes[k] != nil
-	})
-	// Batchers of versions that are gone (no longer in the config, in the spec store
-	// or on any host) are closed, after sending what they hold.
-	if n := s.group.Retain(func(model string, v int64) bool {
-		m := cfg.Models[model]
-		return m != nil && (slices.Contains(s.opts.Specs.Versions(model), v) ||
-			len(s.opts.Backends.AvailableHosts(model, v, m.Pools)) > 0)
-	}); n > 0 {
-		s.log.Info("gateway: closed the batchers of versions no longer served", "batchers", n)
-	}
-}
-
-// Settled reports whether start-up has settled: the backends have answered a
-// full readiness round (every host about every model) and every version they
-// reported has finished its signature check, so what is not routable now is not
-// merely still loading. Until then why says what it waits for. Once settled it
-// stays settled: versions published later are not start-up.
-func (s *Server) Settled() (ok bool, why string) {
-	if s.settled.Load() {
-		return true, ""
-	}
-	snap := s.snap.Load()
-	switch {
-	case !snap.backendsReady:
-		return false, "waiting for the first readiness round over every host and model"
-	case snap.sigPending > 0:
-		return false, fmt.Sprintf("%d signature checks pending", snap.sigPending)
-	}
-	s.settled.Store(true)
-	return true, ""
-}
-
-// AnyRoutable reports whether some model version is routable now, and how many
-// models the routing config has: the cheap question a readiness probe asks
-// (ListRoutes describes every model).
-func (s *Server) AnyRoutable() (bool, int) { return s.snap.Load().routes.AnyRoutable() }
-
-// closed reports whether ch is closed; a nil ch counts as closed.
-func closed(ch <-chan struct{}) bool {
-	if ch == nil {
-		return true
-	}
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}
-
-// wantMissing asks readiness to look now (Backends.Want) for the versions of m
-// that no host has yet but should soon: the newest versions whose spec loaded
-// before any host had them, and every version the config names. Older versions
-// without a host are on their way out (TF Serving's version policy unloaded them)
-// and are left to the budgeted resync.
-func (s *Server) wantMissing(st *buildState, m *route.Model) {
-	onHost := func(v int64) bool { return len(s.opts.Backends.AvailableHosts(m.Name, v, m.Pools)) > 0 }
-	versions := s.opts.Specs.Versions(m.Name)
-	for i := len(versions) - 1; i >= 0 && !onHost(versions[i]); i-- {
-		if st.why[vkey{m.Name, versions[i]}] == nil { // spec loaded
-			s.opts.Backends.Want(m.Name, versions[i])
-		}
-	}
-	for _, v := range m.NamedVersions() {
-		if !onHost(v) {
-			s.opts.Backends.Want(m.Name, v)
-		}
-	}
-}
-
-// triggerRebuild asks the Run loop for a rebuild (coalesced).
-func (s *Server) triggerRebuild() {
-	select {
-	case s.rebuildCh <- struct{}{}:
-	default:
-	}
-}
-
-// buildState is route.State for one rebuild.
-type buildState struct {
-	s     *Server
-	cfg   *route.Config
-	pipes map[vkey]*preprocess.Pipeline
-	why   map[vkey]error
-}
-
-func (b *buildState) pools(model string) []string {
-	if m := b.cfg.Models[model]; m != nil {
-		return m.Pools
-	}
-	return nil
-}
-
-// consider records whether a version's pipeline is usable: loaded, on a host, and
-// signature-checked (starting the check when it has not been done).
-func (b *buildState) consider(model string, v int64, pools []string) {
-	k := vkey{model, v}
-	if _, done := b.why[k]; done {
-		return
-	}
-	if _, done := b.pipes[k]; done {
-		return
-	}
-	p, ok := b.s.opts.Specs.Get(model, v)
-	if !ok {
-		err := b.s.opts.Specs.Err(model, v)
-		if err == nil {
-			err = preprocess.ErrNoSpec
-		}
-		b.why[k] = err
-		return
-	}
-	if len(b.s.opts.Backends.AvailableHosts(model, v, pools)) == 0 {
-		// The spec loaded; it is checked once a host has the version. The missing
-		// host is what route reports.
-		b.why[k] = nil
-		return
-	}
-	if err := b.s.sig.status(k, p, pools); err != nil {
-		b.why[k] = err
-		return
-	}
-	b.pipes[k] = p
-}
-
-func (b *buildState) SpecStatus(model string, v int64) error {
-	b.consider(model, v, b.pools(model))
-	return b.why[vkey{model, v}]
-}
-
-func (b *buildState) Versions(model string) []int64 { return b.s.opts.Specs.Versions(model) }
-
-func (b *buildState) AvailableHosts(model string, v int64) []string {
-	return b.s.opts.Backends.AvailableHosts(model, v, b.pools(model))
 }
 
 // Predict serves one typed or raw prediction request.
@@ -422,7 +171,7 @@ func (s *Server) predict(ctx context.Context, req *tfgatev1.PredictRequest, deco
 	if err := decodeErr; err != nil {
 		return nil, badRequest("the request could not be decoded (%v); every string field (model, label, routing_key, text, feature names and values) must be valid UTF-8 — send arbitrary bytes as a DT_STRING tensor in raw_inputs", err)
 	}
-	snap := s.snap.Load() // one snapshot for the whole request
+	snap := s.builder.current() // one snapshot for the whole request
 	cfg := snap.routes.Config
 	if err := checkRequest(req, cfg.Limits); err != nil {
 		return nil, err
@@ -522,13 +271,13 @@ func (s *Server) pipeline(snap *snapshot, m *route.ModelRoutes, v int64) (*prepr
 		}
 		return nil, fmt.Errorf("%w: %v; typed instances need the version's assets.extra/tfgate-preprocess.json (send raw_inputs to bypass preprocessing)", ErrNoSpec, err)
 	}
-	if err := s.sig.lastErr(vkey{m.Name, v}); err != nil {
+	if err := s.builder.sig.lastErr(vkey{m.Name, v}); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNoSpec, err)
 	}
 	if len(s.opts.Backends.AvailableHosts(m.Name, v, m.Pools)) == 0 {
 		return nil, fmt.Errorf("%w: its spec is loaded, but no host in pools [%s] reports it AVAILABLE; ListRoutes lists the routable versions", ErrVersionNotServed, strings.Join(m.Pools, ", "))
 	}
-	s.triggerRebuild()
+	s.builder.triggerRebuild() // a check may have finished since the snapshot
 	return nil, fmt.Errorf("%w; retry in a moment", ErrSpecPending)
 }
 

@@ -64,7 +64,7 @@ func TestSettledWaitsForFirstRoundAndSignatureChecks(t *testing.T) {
 		t.Fatalf("before the first readiness round: Settled() = %v, %q; want false, waiting for the round", ok, why)
 	}
 	close(firstRound) // Run rebuilds on its own: the round need not have changed anything
-	waitUntil(t, "the rebuild after the first round", func() bool { return srv.snap.Load().backendsReady })
+	waitUntil(t, "the rebuild after the first round", func() bool { return srv.builder.current().backendsReady })
 	if ok, why := srv.Settled(); ok || why != "1 signature checks pending" {
 		t.Fatalf("with version 1's signature check held: Settled() = %v, %q; want false, 1 check pending", ok, why)
 	}
@@ -78,7 +78,7 @@ func TestSettledWaitsForFirstRoundAndSignatureChecks(t *testing.T) {
 	if err := store.Scan(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "version 2's check to start", func() bool { return srv.snap.Load().sigPending == 1 })
+	waitUntil(t, "version 2's check to start", func() bool { return srv.builder.current().sigPending == 1 })
 	if ok, why := srv.Settled(); !ok {
 		t.Errorf("after start-up, with a new version's check pending: Settled() = false, %q; want it to stay settled", why)
 	}
@@ -89,7 +89,7 @@ func TestSettledWaitsForFirstRoundAndSignatureChecks(t *testing.T) {
 func TestSettlesWithRealHosts(t *testing.T) {
 	s := startStack(t, stackOpts{versions: []int64{1, 2}})
 	waitUntil(t, "start-up to settle", func() bool { ok, _ := s.srv.Settled(); return ok })
-	snap := s.srv.snap.Load()
+	snap := s.srv.builder.current()
 	for _, k := range []vkey{{"reviews", 1}, {"reviews", 2}, {"churn", 1}} {
 		if snap.pipes[k] == nil {
 			t.Errorf("settled, but %s version %d is not routable", k.model, k.version)

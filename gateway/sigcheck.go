@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -23,8 +25,11 @@ var errPending = errors.New("signature check pending")
 // (GetModelMetadata), in the background, and remembers the outcome per pipeline:
 // a replaced spec is checked again.
 type sigChecker struct {
-	s   *Server
-	sem chan struct{}
+	backends Backends
+	log      *slog.Logger
+	failures *atomic.Uint64 // specs that failed their check
+	done     func()         // called when a check finishes (the builder rebuilds)
+	sem      chan struct{}
 
 	mu      sync.Mutex
 	results map[vkey]*sigResult
@@ -46,8 +51,9 @@ const (
 	sigBackoffMax  = 10 * time.Second
 )
 
-func newSigChecker(s *Server, concurrency int) *sigChecker {
-	return &sigChecker{s: s, sem: make(chan struct{}, concurrency), results: map[vkey]*sigResult{}}
+func newSigChecker(backends Backends, log *slog.Logger, failures *atomic.Uint64, done func(), concurrency int) *sigChecker {
+	return &sigChecker{backends: backends, log: log, failures: failures, done: done,
+		sem: make(chan struct{}, concurrency), results: map[vkey]*sigResult{}}
 }
 
 // status is nil when p passed its check; otherwise why not (errPending while the
@@ -126,15 +132,15 @@ func (c *sigChecker) check(ctx context.Context, k vkey, r *sigResult) {
 			r.done, r.running, r.err = true, false, err
 			c.mu.Unlock()
 			if err != nil {
-				c.s.stats.sigFailures.Add(1)
-				c.s.log.Error("gateway: preprocessing spec does not match the model signature; the version is not routable for typed requests", "model", k.model, "version", k.version, "err", err)
+				c.failures.Add(1)
+				c.log.Error("gateway: preprocessing spec does not match the model signature; the version is not routable for typed requests", "model", k.model, "version", k.version, "err", err)
 			} else {
-				c.s.log.Info("gateway: preprocessing spec matches the model signature", "model", k.model, "version", k.version)
+				c.log.Info("gateway: preprocessing spec matches the model signature", "model", k.model, "version", k.version)
 			}
-			c.s.triggerRebuild()
+			c.done()
 			return
 		}
-		c.s.log.Warn("gateway: signature check failed; retrying", "model", k.model, "version", k.version, "err", err, "retry_in", backoff)
+		c.log.Warn("gateway: signature check failed; retrying", "model", k.model, "version", k.version, "err", err, "retry_in", backoff)
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
@@ -160,7 +166,7 @@ func (c *sigChecker) checkOnce(ctx context.Context, k vkey, p *preprocess.Pipeli
 	defer func() { <-c.sem }()
 	cctx, cancel := context.WithTimeout(ctx, sigCallTimeout)
 	defer cancel()
-	resp, _, err := c.s.opts.Backends.GetModelMetadata(cctx, pools, &servingpb.GetModelMetadataRequest{
+	resp, _, err := c.backends.GetModelMetadata(cctx, pools, &servingpb.GetModelMetadataRequest{
 		ModelSpec:     &servingpb.ModelSpec{Name: k.model, VersionChoice: &servingpb.ModelSpec_Version{Version: wrapperspb.Int64(k.version)}},
 		MetadataField: []string{"signature_def"},
 	})

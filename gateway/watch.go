@@ -42,28 +42,28 @@ func (st fileStamp) unchanged(fi os.FileInfo) bool {
 }
 
 // poll reloads the config if the file's content changed since the last load.
-func (s *Server) poll() {
-	s.reloadMu.Lock()
-	defer s.reloadMu.Unlock()
-	fi, err := os.Stat(s.opts.ConfigPath)
+func (b *builder) poll() {
+	b.reloadMu.Lock()
+	defer b.reloadMu.Unlock()
+	fi, err := os.Stat(b.configPath)
 	if err != nil {
-		if s.fileStamp.size >= 0 { // log a vanished file once
-			s.log.Warn("gateway: routing config unreadable; keeping the last good config", "file", s.opts.ConfigPath, "err", err)
-			s.fileStamp.size = -1
+		if b.fileStamp.size >= 0 { // log a vanished file once
+			b.log.Warn("gateway: routing config unreadable; keeping the last good config", "file", b.configPath, "err", err)
+			b.fileStamp.size = -1
 		}
 		return
 	}
-	if s.fileStamp.unchanged(fi) {
+	if b.fileStamp.unchanged(fi) {
 		return
 	}
-	st, data, err := readStamped(s.opts.ConfigPath)
+	st, data, err := readStamped(b.configPath)
 	if err != nil {
 		return
 	}
-	changed := st.hash != s.fileStamp.hash
-	s.fileStamp = st
+	changed := st.hash != b.fileStamp.hash
+	b.fileStamp = st
 	if changed {
-		_ = s.apply(data) // failures are logged and counted by apply
+		_ = b.apply(data) // failures are logged and counted by apply
 	}
 }
 
@@ -83,25 +83,25 @@ func rebuildDelay(last, sinceEnd time.Duration) time.Duration {
 	return max(0, rebuildDuty*last-sinceEnd)
 }
 
-// Run watches the config file and rebuilds the routing snapshot whenever the
-// config, the backends' readiness or the preprocessing specs change, and runs
-// signature checks, until ctx is done. It returns after every goroutine it
-// started has stopped.
-func (s *Server) Run(ctx context.Context) error {
-	s.sig.start(ctx)
-	defer s.sig.wait()
+// run is [Server.Run]: it watches the config file and rebuilds the snapshot
+// whenever the config, the backends' readiness or the preprocessing specs
+// change, and runs signature checks, until ctx is done. It returns after every
+// goroutine it started has stopped.
+func (b *builder) run(ctx context.Context) error {
+	b.sig.start(ctx)
+	defer b.sig.wait()
 	var lastDur time.Duration
 	var lastEnd time.Time
 	rebuild := func() {
 		start := time.Now()
-		s.rebuild()
+		b.rebuild()
 		lastEnd = time.Now()
 		lastDur = lastEnd.Sub(start)
 	}
 	rebuild() // start checks that were deferred until Run
 	var tick <-chan time.Time
-	if s.opts.WatchInterval > 0 {
-		t := time.NewTicker(s.opts.WatchInterval)
+	if b.watchInterval > 0 {
+		t := time.NewTicker(b.watchInterval)
 		defer t.Stop()
 		tick = t.C
 	}
@@ -126,35 +126,25 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	// Rebuild when the backends finish their first full round, so that a snapshot
 	// records it (Settled) even if that round changed nothing.
-	firstRound := s.opts.BackendsReady
+	firstRound := b.backendsReady
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick:
-			s.poll()
+			b.poll()
 		case <-firstRound:
 			firstRound = nil
 			request()
-		case <-s.opts.Backends.Changes():
+		case <-b.backends.Changes():
 			request()
-		case <-s.opts.Specs.Changes():
+		case <-b.specs.Changes():
 			request()
-		case <-s.rebuildCh:
+		case <-b.rebuildCh:
 			request()
 		case <-throttled:
 			throttled = nil
 			rebuild()
 		}
 	}
-}
-
-// Close flushes the batchers (after the gRPC server stopped taking requests) and
-// unregisters metrics.
-func (s *Server) Close(ctx context.Context) error {
-	err := s.group.Close(ctx)
-	if uerr := s.reg.Unregister(); err == nil {
-		err = uerr
-	}
-	return err
 }
