@@ -10,11 +10,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tfgate/tfgate/internal/testwait"
 	tfgatev1 "github.com/tfgate/tfgate/proto/tfgate/v1"
 )
 
@@ -177,11 +177,10 @@ func TestReloadsUnderTraffic(t *testing.T) {
 	// A broken config: the last good one keeps serving.
 	before := s.srv.Stats().ReloadFailures
 	s.writeRoutes(expRoutes("broken", "{name: a, version: 1, weight: -5}", "{name: a, version: two, weight: 1}"))
-	deadline := time.Now().Add(10 * time.Second)
-	for s.srv.Stats().ReloadFailures == before && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond) // traffic keeps flowing on the old config
+	testwait.Until(t, "the broken config to be rejected", func() bool { return s.srv.Stats().ReloadFailures != before })
+	// Traffic keeps flowing on the old config.
+	served := ok.Load() + failed.Load()
+	testwait.Until(t, "requests answered after the broken config", func() bool { return ok.Load()+failed.Load() >= served+20 })
 	cancel()
 	wg.Wait()
 
@@ -223,10 +222,15 @@ func TestSIGHUPStyleReload(t *testing.T) {
 		t.Errorf("generation after Reload = %d, want %d", s.srv.Generation(), g+1)
 	}
 
-	// Rewriting the same content (a new mtime) is not a reload: the watcher
-	// compares content hashes.
+	// Rewriting the same content (a new file, a new mtime) is not a reload: the
+	// watcher compares content hashes. Once it has read the new file, it would
+	// have reloaded in the same step.
 	s.writeRoutes(defaultRoutes)
-	time.Sleep(200 * time.Millisecond) // 10 watch intervals
+	fi, err := os.Stat(s.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testwait.Until(t, "the watcher to read the rewritten file", func() bool { return s.srv.builder.hasRead(fi) })
 	if s.srv.Generation() != g+1 {
 		t.Errorf("generation after rewriting identical content = %d, want %d", s.srv.Generation(), g+1)
 	}
@@ -234,10 +238,7 @@ func TestSIGHUPStyleReload(t *testing.T) {
 	// An arm on a version without a preprocessing spec is rejected as a whole.
 	failures := s.srv.Stats().ReloadFailures
 	s.writeRoutes(expRoutes("e", "{name: a, version: 1, weight: 1}", "{name: ghost, version: 9, weight: 1}"))
-	deadline := time.Now().Add(10 * time.Second)
-	for s.srv.Stats().ReloadFailures == failures && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.Until(t, "the config with a ghost arm to be rejected", func() bool { return s.srv.Stats().ReloadFailures != failures })
 	lr, err := s.client.ListRoutes(context.Background(), &tfgatev1.ListRoutesRequest{})
 	if err != nil {
 		t.Fatal(err)

@@ -41,6 +41,14 @@ func (st fileStamp) unchanged(fi os.FileInfo) bool {
 		time.Since(fi.ModTime()) > racyWindow
 }
 
+// hasRead reports whether the watcher (or a reload) has read the file fi
+// describes: from then on, a change of content in it has been applied.
+func (b *builder) hasRead(fi os.FileInfo) bool {
+	b.reloadMu.Lock()
+	defer b.reloadMu.Unlock()
+	return b.fileStamp.fi != nil && os.SameFile(b.fileStamp.fi, fi) && b.fileStamp.mod.Equal(fi.ModTime())
+}
+
 // poll reloads the config if the file's content changed since the last load.
 func (b *builder) poll() {
 	b.reloadMu.Lock()
