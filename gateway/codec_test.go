@@ -4,7 +4,6 @@ import (
 	"context"
 	"runtime"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tfgate/tfgate/internal/testwait"
 	tfgatev1 "github.com/tfgate/tfgate/proto/tfgate/v1"
 )
 
@@ -49,21 +49,17 @@ func TestRejectedUndecodableRequestIsNotRetained(t *testing.T) {
 	if status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("Predict rejected by an interceptor = %v, want the interceptor's PERMISSION_DENIED", err)
 	}
-	// Wait for the collector to free the request (a bound, not a timing
-	// assertion: a request held by the server is never freed).
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	giveUp := time.After(10 * time.Second)
-	for {
+	// Wait for the collector to free the request (a request the server keeps is
+	// never freed, and the wait gives up).
+	testwait.Until(t, "the rejected request to be collected (nothing may keep it, or its decode error, after the call)", func() bool {
 		runtime.GC()
 		select {
 		case <-collected:
-			return
-		case <-giveUp:
-			t.Fatal("the rejected request is still reachable after the call ended: something keeps it (and its decode error)")
-		case <-tick.C:
+			return true
+		default:
+			return false
 		}
-	}
+	})
 }
 
 // Without an interceptor in the way, the decode error reaches Predict, which

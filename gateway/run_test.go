@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/tfgate/tfgate/gateway/discovery"
 	"github.com/tfgate/tfgate/internal/telemetry"
+	"github.com/tfgate/tfgate/internal/testenv"
+	"github.com/tfgate/tfgate/internal/testwait"
 )
 
 type fakeReady struct {
@@ -105,18 +108,18 @@ func TestRunServesAdminAndRegisters(t *testing.T) {
 		}
 	}
 	// Ready once start-up settles (servingsim answers every readiness round).
-	for giveUp := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	testwait.UntilNil(t, "GET /readyz to answer 200", func() error {
 		code, body, err := get(t, admin+"/readyz")
-		if err == nil && code == http.StatusOK {
-			break
-		}
-		if err == nil && code != http.StatusServiceUnavailable {
+		switch {
+		case err != nil:
+			return err
+		case code == http.StatusServiceUnavailable:
+			return fmt.Errorf("503 %q", body)
+		case code != http.StatusOK:
 			t.Fatalf("GET /readyz = %d %q, want 200 or 503", code, body)
 		}
-		if time.Now().After(giveUp) {
-			t.Fatalf("not ready after 20s: GET /readyz = %d %q, %v", code, body, err)
-		}
-	}
+		return nil
+	})
 
 	s.stop()
 	select {
@@ -144,5 +147,41 @@ func TestRunFailsOnAdminListenError(t *testing.T) {
 	err = Run(context.Background(), RunConfig{ConfigPath: cfgPath, ModelRoot: t.TempDir(), AdminListen: taken.Addr().String()}, Deps{})
 	if err == nil || !strings.Contains(err.Error(), "admin listen") {
 		t.Errorf("Run with a taken admin address = %v, want an admin listen error", err)
+	}
+}
+
+// With a real Consul agent: Run registers the gateway once it serves, Consul's
+// gRPC health check against it passes, and the registration is gone when Run
+// returns.
+func TestRunRegistersInConsul(t *testing.T) {
+	agent := testenv.StartConsul(t)
+	cl := agent.Client(t)
+	const name = "tfgate-gateway-it"
+	s := startStack(t, stackOpts{run: func(cfg *RunConfig, _ *Deps) {
+		cfg.Consul = &discovery.Registration{Client: discovery.ClientConfig{Address: agent.HTTPAddr}, Name: name, CheckInterval: 100 * time.Millisecond}
+	}})
+	_, port, err := net.SplitHostPort(s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testwait.UntilNil(t, "the gateway registered and passing in Consul", func() error {
+		entries, _, err := cl.Health().Service(name, "", true, nil)
+		if err != nil {
+			return err
+		}
+		if len(entries) != 1 || fmt.Sprint(entries[0].Service.Port) != port {
+			return fmt.Errorf("passing instances: %d, want one on port %s", len(entries), port)
+		}
+		return nil
+	})
+	s.stop()
+	services, err := cl.Agent().Services()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, svc := range services {
+		if svc.Service == name {
+			t.Errorf("after Run returned, %s is still registered as %s", name, id)
+		}
 	}
 }

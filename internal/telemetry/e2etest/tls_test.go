@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/tfgate/tfgate/internal/testwait"
 	"github.com/tfgate/tfgate/internal/tlsconfig"
 	"github.com/tfgate/tfgate/internal/tlsconfig/tlstest"
 	tfgatev1 "github.com/tfgate/tfgate/proto/tfgate/v1"
@@ -114,7 +116,7 @@ func TestGatewayMutualTLSAndRotation(t *testing.T) {
 	tlstest.WriteFile(t, lcfg.KeyFile, gw2Key)
 	tlstest.WriteFile(t, lcfg.CertFile, gw2Cert)
 	wantSerial := mustSerial(t, gw2Cert)
-	for giveUp := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+	testwait.UntilNil(t, "a new connection to get the rotated certificate", func() error {
 		p, err := predict(allowed)
 		if err != nil {
 			t.Fatalf("Predict after rotation: %v", err)
@@ -123,14 +125,11 @@ func TestGatewayMutualTLSAndRotation(t *testing.T) {
 		if !ok || len(info.State.PeerCertificates) == 0 {
 			t.Fatalf("no TLS peer info: %#v", p.AuthInfo)
 		}
-		got := info.State.PeerCertificates[0].SerialNumber.String()
-		if got == wantSerial {
-			break
+		if got := info.State.PeerCertificates[0].SerialNumber.String(); got != wantSerial {
+			return fmt.Errorf("after rotation the gateway served certificate serial %s, want the new one %s", got, wantSerial)
 		}
-		if time.Now().After(giveUp) {
-			t.Fatalf("after rotation the gateway served certificate serial %s, want the new one %s", got, wantSerial)
-		}
-	}
+		return nil
+	})
 	if _, err := predict(client("nocert2", nil, nil, ca.PEM)); status.Code(err) != codes.Unavailable {
 		t.Errorf("after rotation, no client certificate: %v, want Unavailable", err)
 	}
@@ -223,15 +222,12 @@ func TestSIGHUPReloadsCertificates(t *testing.T) {
 		}
 		return
 	}
-	for giveUp := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		l, b, c := reloaded()
-		if l >= 1 && b >= 1 && c >= 2 {
-			break
+	testwait.UntilNil(t, "the reloads a SIGHUP causes", func() error {
+		if l, b, c := reloaded(); l < 1 || b < 1 || c < 2 {
+			return fmt.Errorf("TLS reloads listener=%v backends=%v, routing config loads %v; want >=1, >=1, >=2", l, b, c)
 		}
-		if time.Now().After(giveUp) {
-			t.Fatalf("after SIGHUP: TLS reloads listener=%v backends=%v, routing config loads %v; want >=1, >=1, >=2", l, b, c)
-		}
-	}
+		return nil
+	})
 	if got, want := servedSerial(), mustSerial(t, gw2Cert); got != want {
 		t.Errorf("after SIGHUP the gateway served serial %s, want the rotated %s", got, want)
 	}
