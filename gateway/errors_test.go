@@ -8,11 +8,15 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tfgate/tfgate/gateway/batching"
 	"github.com/tfgate/tfgate/gateway/hosts"
 	"github.com/tfgate/tfgate/gateway/route"
+	"github.com/tfgate/tfgate/internal/tensor"
 	"github.com/tfgate/tfgate/preprocess"
+	tfpb "github.com/tfgate/tfgate/proto/tensorflow"
+	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
 )
 
 func TestCode(t *testing.T) {
@@ -85,6 +89,57 @@ func TestToStatusMessage(t *testing.T) {
 			st := status.Convert(toStatus(tc.err))
 			if st.Message() != tc.want {
 				t.Errorf("toStatus(%v) message = %q, want %q", tc.err, st.Message(), tc.want)
+			}
+		})
+	}
+}
+
+// The batching package's own errors, as it returns them, map to their codes.
+func TestCodeOfBatchingErrors(t *testing.T) {
+	ctx := context.Background()
+	g := batching.NewGroup(func(context.Context, []string, *servingpb.PredictRequest) (*servingpb.PredictResponse, error) {
+		t.Error("backend called")
+		return nil, errors.New("unreachable")
+	}, batching.Options{})
+	on := batching.DefaultConfig()
+	on.Enabled = true
+	pinned := func() *servingpb.PredictRequest {
+		return &servingpb.PredictRequest{
+			ModelSpec: &servingpb.ModelSpec{Name: "m", VersionChoice: &servingpb.ModelSpec_Version{Version: wrapperspb.Int64(3)}},
+			Inputs:    map[string]*tfpb.TensorProto{"x": {Dtype: tfpb.DataType_DT_FLOAT, TensorShape: tensor.Shape(2, 2), FloatVal: []float32{1}}},
+		}
+	}
+	invalidCfg := on
+	invalidCfg.MaxBatchSize = 0
+	unpinned := pinned()
+	unpinned.ModelSpec.VersionChoice = nil
+
+	tests := []struct {
+		name string
+		do   func() error
+		want codes.Code
+	}{
+		{"malformed input", func() error { _, err := g.Do(ctx, on, nil, pinned()); return err }, codes.InvalidArgument},
+		{"no explicit version", func() error { _, err := g.Do(ctx, on, nil, unpinned); return err }, codes.InvalidArgument},
+		{"invalid config", func() error { _, err := g.Do(ctx, invalidCfg, nil, pinned()); return err }, codes.FailedPrecondition},
+		{"closed", func() error {
+			if err := g.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			_, err := g.Do(ctx, on, nil, pinned())
+			return err
+		}, codes.Unavailable},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.do()
+			if got := Code(err); got != tc.want {
+				t.Errorf("Code(%v) = %v, want %v", err, got, tc.want)
+			}
+			// The code is chosen here, not by batching: its errors carry no status.
+			var se interface{ GRPCStatus() *status.Status }
+			if errors.As(err, &se) {
+				t.Errorf("batching returned a gRPC status (%v); it should return its sentinel errors", err)
 			}
 		})
 	}
