@@ -73,3 +73,8 @@ func statusProto(err error) *servingpb.StatusProto {
 	c, msg := codeOf(err)
 	return &servingpb.StatusProto{ErrorCode: tferrpb.Code(c), ErrorMessage: msg}
 }
+
+// LabelHint follows TF Serving's text for a label on a version that is not AVAILABLE
+// (which it leaves there): the flag that allows it, TF Serving's own flag too. The
+// text before it is TF Serving's, so clients that match on it still do.
+const LabelHint = " (start the server with --allow_version_labels_for_unavailable_models to assign labels to versions that are not loaded yet)"

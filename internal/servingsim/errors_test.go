@@ -1,6 +1,7 @@
 package servingsim_test
 
 import (
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -173,7 +174,10 @@ func TestErrorTable(t *testing.T) {
 			"Illegal setting neither ModelServerConfig::model_type (deprecated) nor ModelServerConfig::model_platform."},
 		{"unsupported platform", list(&servingpb.ModelConfig{Name: "lin", BasePath: lin, ModelPlatform: "pytorch"}), codes.InvalidArgument, "Model lin requests unsupported platform pytorch"},
 		{"label on a version not loaded", list(withLabels(mc("lin", lin), "stable", 7)), codes.FailedPrecondition,
-			"Request to assign label to version 7 of model lin, which is not currently available for inference"},
+			"Request to assign label to version 7 of model lin, which is not currently available for inference" + servingsim.LabelHint},
+	}
+	if !strings.Contains(servingsim.LabelHint, "--allow_version_labels_for_unavailable_models") {
+		t.Errorf("the label error does not name the flag that allows it: %q", servingsim.LabelHint)
 	}
 	for _, tc := range reloadTests {
 		t.Run("reload/"+tc.name, func(t *testing.T) {

@@ -283,7 +283,7 @@ func (m *manager) updateLabels(list *servingpb.ModelConfigList) error {
 				v = e.versions[n]
 			}
 			if !allow && (v == nil || v.state != stateAvailable) {
-				return tfErr(codes.FailedPrecondition, "Request to assign label to version %d of model %s, which is not currently available for inference", n, name)
+				return tfErr(codes.FailedPrecondition, "Request to assign label to version %d of model %s, which is not currently available for inference"+LabelHint, n, name)
 			}
 			if next[name] == nil {
 				next[name] = map[string]int64{}

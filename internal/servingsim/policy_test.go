@@ -327,7 +327,7 @@ func TestLabelsAtStartup(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = srv.Serve(ctxT(t), lis)
-	want := "Failed to start server. Error: FAILED_PRECONDITION: Request to assign label to version 1 of model a, which is not currently available for inference"
+	want := "Failed to start server. Error: FAILED_PRECONDITION: Request to assign label to version 1 of model a, which is not currently available for inference" + servingsim.LabelHint
 	if err == nil || err.Error() != want {
 		t.Errorf("Serve with a label at startup: %v; want %q (as TF Serving without --allow_version_labels_for_unavailable_models)", err, want)
 	}
