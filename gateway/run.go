@@ -33,8 +33,10 @@ import (
 const (
 	// DefaultListen is the gateway's gRPC address.
 	DefaultListen = ":9500"
-	// DefaultAdminListen is the admin HTTP address cmd/gateway uses.
-	DefaultAdminListen = ":9501"
+	// DefaultAdminListen is the admin HTTP address cmd/gateway uses: loopback only,
+	// since the admin port can serve pprof and the status page. Deployments that probe
+	// or scrape it set --admin-listen to the pod's or host's address.
+	DefaultAdminListen = "127.0.0.1:9501"
 	// DefaultMaxMsgSize is the default receive and send limit of the gateway's
 	// server, far above grpc-go's 4 MiB (large embedding outputs exceed it).
 	DefaultMaxMsgSize = 64 << 20

@@ -1,6 +1,6 @@
 // Command gateway serves tfgate's typed prediction API in front of TF Serving.
 //
-//	gateway --config routes.yaml --model-root /models [--listen :9500] [--admin-listen :9501]
+//	gateway --config routes.yaml --model-root /models [--listen :9500] [--admin-listen 127.0.0.1:9501]
 //	        (--tls-cert F --tls-key F [--tls-client-ca F [--tls-allowed-subjects S,...]] | --insecure)
 //	        (--backend-tls-ca F [--backend-tls-cert F --backend-tls-key F] | --backend-insecure)
 //
@@ -81,7 +81,7 @@ func parseFlags(args []string, out io.Writer) (gateway.RunConfig, telemetry.LogC
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", gateway.DefaultShutdownTimeout, "how long in-flight calls may take to finish at shutdown")
 	fs.DurationVar(&cfg.Server.WatchInterval, "config-poll-interval", gateway.DefaultWatchInterval, "how often the routing config file is checked for changes (negative: only SIGHUP)")
 	fs.DurationVar(&cfg.Server.DeadlineMargin, "deadline-margin", gateway.DefaultDeadlineMargin, "kept back from the caller's deadline for the backend call")
-	fs.StringVar(&cfg.AdminListen, "admin-listen", gateway.DefaultAdminListen, "admin HTTP address (/metrics, /healthz, /readyz); empty disables")
+	fs.StringVar(&cfg.AdminListen, "admin-listen", gateway.DefaultAdminListen, "admin HTTP address (/metrics, /healthz, /readyz); loopback by default; empty disables")
 	fs.DurationVar(&cfg.StartupGrace, "startup-grace", gateway.DefaultStartupGrace, "how long after start /readyz waits for every host's first answer about every model and for the signature checks of what they serve (then: ready on any routable version)")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ on the admin server")
 	fs.StringVar(&logCfg.Format, "log-format", "json", "log format: json or text")

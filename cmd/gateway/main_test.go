@@ -35,7 +35,7 @@ func TestParseFlags(t *testing.T) {
 			if err != nil {
 				t.Fatalf("parseFlags(%q) = %v", tc.args, err)
 			}
-			if cfg.ConfigPath != "routes.yaml" || cfg.ModelRoot != "/models" || cfg.AdminListen != ":9501" || cfg.StartupGrace != 2*time.Minute {
+			if cfg.ConfigPath != "routes.yaml" || cfg.ModelRoot != "/models" || cfg.AdminListen != "127.0.0.1:9501" || cfg.StartupGrace != 2*time.Minute {
 				t.Errorf("parseFlags(%q) config = %+v, want the paths and the admin/grace defaults", tc.args, cfg)
 			}
 			if logCfg.Format != "json" || logCfg.Level != "info" {

@@ -102,12 +102,47 @@ type container struct {
 	Args           []string      `yaml:"args"`
 	Ports          []port        `yaml:"ports"`
 	VolumeMounts   []volumeMount `yaml:"volumeMounts"`
+	Env            []envVar      `yaml:"env"`
 	ReadinessProbe *probe        `yaml:"readinessProbe"`
 	LivenessProbe  *probe        `yaml:"livenessProbe"`
 	StartupProbe   *probe        `yaml:"startupProbe"`
 	Resources      struct {
 		Limits map[string]string `yaml:"limits"`
 	} `yaml:"resources"`
+}
+
+type envVar struct {
+	Name      string `yaml:"name"`
+	Value     string `yaml:"value"`
+	ValueFrom struct {
+		FieldRef struct {
+			FieldPath string `yaml:"fieldPath"`
+		} `yaml:"fieldRef"`
+	} `yaml:"valueFrom"`
+}
+
+// adminPort is the port of a container's --admin-listen, checking its host: empty (all
+// interfaces) or $(POD_IP) from the downward API, since the gateway's own default is
+// loopback, which probes and scrapers cannot reach.
+func adminPort(t *testing.T, c *container) string {
+	t.Helper()
+	admin := flag(c.Args, "admin-listen")
+	host, port, ok := strings.Cut(admin, ":")
+	if !ok {
+		return ""
+	}
+	if host == "$(POD_IP)" {
+		found := false
+		for _, e := range c.Env {
+			found = found || (e.Name == "POD_IP" && e.ValueFrom.FieldRef.FieldPath == "status.podIP")
+		}
+		if !found {
+			t.Errorf("%s: --admin-listen=%s but no POD_IP env from status.podIP", c.Name, admin)
+		}
+	} else if host != "" {
+		t.Errorf("%s: --admin-listen=%s: want the pod address ($(POD_IP)) or all interfaces", c.Name, admin)
+	}
+	return port
 }
 
 type port struct {
@@ -307,12 +342,12 @@ func TestImagesPinnedAndProbesReal(t *testing.T) {
 				case p.HTTPGet != nil:
 					n := portNumber(t, c, p.HTTPGet.Port)
 					if ours {
-						admin := flag(c.Args, "admin-listen")
+						admin := adminPort(t, c)
 						want := map[string]string{"readiness": "/readyz", "liveness": "/healthz"}[kind]
 						if p.HTTPGet.Path != want {
 							t.Errorf("%s/%s %s probe path %q, want %s (served by internal/telemetry's admin server)", w.Metadata.Name, c.Name, kind, p.HTTPGet.Path, want)
 						}
-						if admin != ":"+strconv.Itoa(n) {
+						if admin != strconv.Itoa(n) {
 							t.Errorf("%s/%s %s probe on port %d but --admin-listen=%q", w.Metadata.Name, c.Name, kind, n, admin)
 						}
 					} else if strings.HasPrefix(c.Image, "tensorflow/serving:") {
@@ -330,7 +365,7 @@ func TestImagesPinnedAndProbesReal(t *testing.T) {
 			if ann := w.Spec.Template.Metadata.Annotations["prometheus.io/port"]; ann != "" {
 				found := false
 				for _, c := range pod.Containers {
-					if flag(c.Args, "admin-listen") == ":"+ann {
+					if adminPort(t, &c) == ann {
 						found = true
 					}
 				}
