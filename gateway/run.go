@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
 
 	"github.com/tfgate/tfgate/gateway/discovery"
 	"github.com/tfgate/tfgate/gateway/hosts"
@@ -286,7 +285,7 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) (err error) {
 	healthpb.RegisterHealthServer(gs, hs)
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(tfgatev1.GatewayService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	reflection.Register(gs)
+	registerReflection(gs, log)
 
 	lis := deps.Listener
 	if lis == nil {

@@ -12,7 +12,7 @@ stale=0
 while IFS= read -r f; do
   rel=${f#"$tmp"/}
   if ! cmp -s "$f" "proto/$rel"; then echo "protocheck: proto/$rel is stale; run 'make proto'" >&2; stale=1; fi
-done < <(find "$tmp" -name '*.go')
+done < <(find "$tmp" -name '*.go' -o -name '*.binpb')
 while IFS= read -r f; do
   [ -f "$tmp/${f#proto/}" ] || { echo "protocheck: $f has no .proto source; delete it" >&2; stale=1; }
 done < <(find proto -name '*.pb.go')
