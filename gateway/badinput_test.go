@@ -64,6 +64,7 @@ func TestBadInputOverTheWire(t *testing.T) {
 		{"raw no dtype", &tfgatev1.PredictRequest{Model: "reviews", Target: v(1), RawInputs: map[string]*tfpb.TensorProto{"input_ids": {TensorShape: tensor.Shape(1)}}}, codes.InvalidArgument, "dtype is not set"},
 		{"raw scalar", &tfgatev1.PredictRequest{Model: "reviews", Target: v(1), RawInputs: map[string]*tfpb.TensorProto{"input_ids": {Dtype: tfpb.DataType_DT_INT64, Int64Val: []int64{1}}}}, codes.InvalidArgument, "shape has no dimensions"},
 		{"raw wrong input name", &tfgatev1.PredictRequest{Model: "reviews", Target: v(1), RawInputs: map[string]*tfpb.TensorProto{"tokens": badShapeFixed()}}, codes.InvalidArgument, "version 1"},
+		{"top_k with raw_inputs", &tfgatev1.PredictRequest{Model: "reviews", Target: v(1), TopK: 3, RawInputs: rawText(t, make([]int64, 16), make([]int64, 16))}, codes.InvalidArgument, "top_k applies to typed instances"},
 		{"top_k too large", &tfgatev1.PredictRequest{Model: "reviews", TopK: 5000, Instances: text("x")}, codes.InvalidArgument, "top_k is 5000, at most 1000"},
 		{"over message size", &tfgatev1.PredictRequest{Model: "reviews", Instances: text(bigText)}, codes.ResourceExhausted, "larger than max"},
 	}
@@ -77,6 +78,21 @@ func TestBadInputOverTheWire(t *testing.T) {
 			}
 		})
 	}
+
+	// What the backend refuses reaches the caller with TF Serving's text, the model and
+	// the version, and without the backend's address.
+	t.Run("backend error hides the host", func(t *testing.T) {
+		ids := make([]int64, 16)
+		ids[0] = 99999
+		_, err := s.client.Predict(context.Background(), &tfgatev1.PredictRequest{Model: "reviews", Target: v(1), RawInputs: rawText(t, ids, make([]int64, 16))})
+		msg := status.Convert(err).Message()
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(msg, "99999") || !strings.Contains(msg, `model "reviews" version 1`) {
+			t.Errorf("out-of-vocabulary id = %v; want INVALID_ARGUMENT naming the model, version and TF Serving's text", err)
+		}
+		if strings.Contains(msg, "127.0.0.1") || strings.Contains(msg, "host ") {
+			t.Errorf("caller-facing message %q names the backend host", msg)
+		}
+	})
 
 	t.Run("invalid UTF-8 text", func(t *testing.T) {
 		// Instance{text: "\xff"} inside PredictRequest{model: "reviews", instances: [...]}.

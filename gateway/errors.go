@@ -116,19 +116,26 @@ func toStatus(err error) error {
 	return status.Error(Code(err), message(err))
 }
 
-// message is err's text, with a wrapped gRPC status shown as its message only
-// ("rpc error: code = X desc = " is noise to a caller who gets the code anyway).
+// message is err's text for the caller: a wrapped gRPC status shown as its message
+// only ("rpc error: code = X desc = " is noise to a caller who gets the code anyway),
+// and no backend host address (hosts.HostError names it for logs and spans; internal
+// topology is not the caller's business).
 func message(err error) string {
+	text := err.Error()
+	var he *hosts.HostError
+	if errors.As(err, &he) {
+		text = replaceOnce(text, "host "+he.Addr+": ", "")
+	}
 	var se interface{ GRPCStatus() *status.Status }
 	if errors.As(err, &se) {
-		if s := se.GRPCStatus(); s.Err() != nil && s.Err().Error() != err.Error() {
+		if s := se.GRPCStatus(); s.Err() != nil && s.Err().Error() != text {
 			// err wraps the status: rebuild the text with the status' message.
-			return replaceOnce(err.Error(), s.Err().Error(), s.Message())
+			return replaceOnce(text, s.Err().Error(), s.Message())
 		} else if s.Err() != nil {
 			return s.Message()
 		}
 	}
-	return err.Error()
+	return text
 }
 
 func replaceOnce(s, old, repl string) string {

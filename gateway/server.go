@@ -308,6 +308,10 @@ func (s *Server) invokeBackend(ctx context.Context, pools []string, req *serving
 	}
 	resp, host, err := s.opts.Backends.Predict(ctx, pools, req)
 	span.SetAttributes(attribute.String("tfgate.host", host))
+	if err != nil {
+		// The host stays here and in the span; the caller's message leaves it out.
+		s.log.DebugContext(ctx, "gateway: backend call failed", "host", host, "err", err)
+	}
 	endSpan(span, err)
 	return resp, err
 }
@@ -382,6 +386,9 @@ func checkRequest(req *tfgatev1.PredictRequest, lim route.Limits) error {
 		return badRequest("both instances (%d) and raw_inputs (%d) are set: send one or the other", ni, nr)
 	case ni > lim.MaxInstances:
 		return tooLarge("%d instances, at most %d per request: split the request", ni, lim.MaxInstances)
+	}
+	if req.GetTopK() > 0 && nr > 0 {
+		return badRequest("top_k applies to typed instances; raw_inputs come back as raw_outputs, unranked: drop top_k or send instances")
 	}
 	if req.GetTopK() > DefaultMaxTopK {
 		return tooLarge("top_k is %d, at most %d", req.GetTopK(), DefaultMaxTopK)

@@ -20,3 +20,14 @@ var (
 	// ErrClosed: the manager has stopped. Maps to UNAVAILABLE.
 	ErrClosed = errors.New("hosts manager stopped")
 )
+
+// HostError is a call that failed on one host. Its text names the host, for logs and
+// spans; Err is what the host answered, which is all a caller should see (the gateway
+// keeps internal addresses out of caller-facing messages).
+type HostError struct {
+	Addr string
+	Err  error
+}
+
+func (e *HostError) Error() string { return "host " + e.Addr + ": " + e.Err.Error() }
+func (e *HostError) Unwrap() error { return e.Err }

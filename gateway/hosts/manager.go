@@ -448,7 +448,7 @@ func invoke[T any](m *Manager, ctx context.Context, method string, pools []strin
 		if err == nil {
 			return res, served.addr, nil
 		}
-		lastErr, lastHost = fmt.Errorf("host %s: %w", served.addr, err), served.addr
+		lastErr, lastHost = &HostError{Addr: served.addr, Err: err}, served.addr
 		retry, _ := retryable(ctx, err)
 		if !retry {
 			return zero, lastHost, lastErr

@@ -110,7 +110,9 @@ type PredictRequest struct {
 	RawInputs map[string]*tensorflow.TensorProto `protobuf:"bytes,6,rep,name=raw_inputs,json=rawInputs,proto3" json:"raw_inputs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// signature_name is the model signature; empty means "serving_default".
 	SignatureName string `protobuf:"bytes,7,opt,name=signature_name,json=signatureName,proto3" json:"signature_name,omitempty"`
-	// top_k, when positive, returns the k best classes per instance.
+	// top_k, when positive, returns the k best classes per instance. It applies
+	// to typed instances only: a request with raw_inputs and top_k is
+	// INVALID_ARGUMENT (raw outputs come back unranked).
 	TopK          uint32 `protobuf:"varint,8,opt,name=top_k,json=topK,proto3" json:"top_k,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
