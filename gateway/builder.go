@@ -53,6 +53,7 @@ type builder struct {
 
 	rebuildCh chan struct{}
 	sig       *sigChecker
+	split     splitWatch
 	settled   atomic.Bool // latched by settledNow
 }
 
@@ -180,6 +181,7 @@ func (b *builder) rebuildLocked() {
 		b.wantMissing(st, m)
 	}
 	routes := route.Build(cfg, st, b.gen.Load(), route.BuildOptions{Rand: b.rand})
+	b.split.observe(b.log, routes, &b.stats.splitWarnings)
 	pending := 0
 	for _, err := range st.why {
 		if errors.Is(err, errPending) {

@@ -57,7 +57,7 @@ func describe(snap *snapshot, m *route.ModelRoutes) *tfgatev1.ModelRoutes {
 		})
 	}
 	if arms := m.Arms(); arms != nil {
-		x := &tfgatev1.Experiment{Name: m.ExpName}
+		x := &tfgatev1.Experiment{Name: m.ExpName, Warning: m.SplitWarning()}
 		for _, a := range arms {
 			reason := a.Reason
 			if a.Routable {

@@ -22,6 +22,8 @@ type Stats struct {
 	SignatureFailures uint64
 	// Requests counts Predict calls by the gRPC code they returned.
 	Requests map[codes.Code]uint64
+	// SplitWarnings counts experiments turning lopsided, once per change.
+	SplitWarnings uint64
 }
 
 const numCodes = 17
@@ -29,6 +31,9 @@ const numCodes = 17
 type counters struct {
 	reloads, reloadFailures, mismatches, sigFailures atomic.Uint64
 	requests                                         [numCodes]atomic.Uint64
+	// splitWarnings counts experiments turning lopsided (an arm with weight that is
+	// not routable), once per change (splitWatch).
+	splitWarnings atomic.Uint64
 }
 
 func (c *counters) stats() Stats {
@@ -37,6 +42,7 @@ func (c *counters) stats() Stats {
 		ReloadFailures:    c.reloadFailures.Load(),
 		VersionMismatches: c.mismatches.Load(),
 		SignatureFailures: c.sigFailures.Load(),
+		SplitWarnings:     c.splitWarnings.Load(),
 		Requests:          map[codes.Code]uint64{},
 	}
 	for i := range c.requests {
@@ -80,6 +86,11 @@ func (c *counters) register(mp metric.MeterProvider) (metric.Registration, error
 	if err != nil {
 		return nil, err
 	}
+	split, err := m.Int64ObservableCounter("tfgate.gateway.experiment.split_warnings",
+		metric.WithDescription("Times an experiment's split stopped following its weights (an arm with weight whose version is not routable gives its share away); see ListRoutes experiment.warning."))
+	if err != nil {
+		return nil, err
+	}
 	attrs := make([]metric.ObserveOption, numCodes)
 	for i := range attrs {
 		attrs[i] = metric.WithAttributeSet(attribute.NewSet(attribute.String("code", codes.Code(i).String())))
@@ -89,11 +100,12 @@ func (c *counters) register(mp metric.MeterProvider) (metric.Registration, error
 		o.ObserveInt64(failures, int64(c.reloadFailures.Load()))
 		o.ObserveInt64(mism, int64(c.mismatches.Load()))
 		o.ObserveInt64(sig, int64(c.sigFailures.Load()))
+		o.ObserveInt64(split, int64(c.splitWarnings.Load()))
 		for i := range c.requests {
 			if n := c.requests[i].Load(); n > 0 {
 				o.ObserveInt64(reqs, int64(n), attrs[i])
 			}
 		}
 		return nil
-	}, reloads, failures, mism, sig, reqs)
+	}, reloads, failures, mism, sig, reqs, split)
 }

@@ -841,9 +841,14 @@ func (x *VersionState) GetHasPreprocessing() bool {
 
 // Experiment is a weighted split of a model's default traffic across arms.
 type Experiment struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Arms          []*Arm                 `protobuf:"bytes,2,rep,name=arms,proto3" json:"arms,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Arms  []*Arm                 `protobuf:"bytes,2,rep,name=arms,proto3" json:"arms,omitempty"`
+	// warning, when set, says the split is not what the weights say: an arm with
+	// weight whose version is not routable gets nothing and the routable arms
+	// share its traffic (for example "treatment" takes 100%). The gateway logs it
+	// once per change and counts it (tfgate_gateway_experiment_split_warnings).
+	Warning       string `protobuf:"bytes,3,opt,name=warning,proto3" json:"warning,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -890,6 +895,13 @@ func (x *Experiment) GetArms() []*Arm {
 		return x.Arms
 	}
 	return nil
+}
+
+func (x *Experiment) GetWarning() string {
+	if x != nil {
+		return x.Warning
+	}
+	return ""
 }
 
 // Arm is one branch of an experiment.
@@ -1062,11 +1074,12 @@ const file_tfgate_v1_gateway_proto_rawDesc = "" +
 	"\broutable\x18\x02 \x01(\bR\broutable\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x14\n" +
 	"\x05hosts\x18\x04 \x03(\tR\x05hosts\x12+\n" +
-	"\x11has_preprocessing\x18\x05 \x01(\bR\x10hasPreprocessing\"D\n" +
+	"\x11has_preprocessing\x18\x05 \x01(\bR\x10hasPreprocessing\"^\n" +
 	"\n" +
 	"Experiment\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\"\n" +
-	"\x04arms\x18\x02 \x03(\v2\x0e.tfgate.v1.ArmR\x04arms\"\xa8\x01\n" +
+	"\x04arms\x18\x02 \x03(\v2\x0e.tfgate.v1.ArmR\x04arms\x12\x18\n" +
+	"\awarning\x18\x03 \x01(\tR\awarning\"\xa8\x01\n" +
 	"\x03Arm\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x16\n" +
