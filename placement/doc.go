@@ -15,6 +15,16 @@
 //   - Store (store.go) reads and writes that state in Consul KV: assignments with
 //     check-and-set and a leader-session guard, watches with blocking queries,
 //     host status, gateway demand and the catalog.
+//   - Controller (controller.go) is the one decision-maker. Run campaigns for the
+//     session lock <prefix>/placement-leader (a session with a TTL, renewed while
+//     the process lives, api.Lock on it); while it holds the lock it reads the
+//     previous assignment from KV once, then on every interval, demand report or
+//     Trigger reads hosts, catalog, status and demand, runs Decide from what it
+//     last wrote and writes the changes. The lost-leadership channel cancels the
+//     leading context at once: no write is started after it. Shutdown releases the
+//     lock so a successor leads immediately; a killed leader is replaced when its
+//     session expires (TTL 10s; Consul allows up to 2x, then the lock-delay and
+//     consul/api's 5s retry: about 25s measured).
 //
 // # Policy
 //

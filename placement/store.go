@@ -391,7 +391,9 @@ func (s *Store) WatchHost(ctx context.Context, pool, host string, updates chan<-
 // watch runs blocking queries on a prefix, calling fn with each new result: it
 // skips answers whose index did not move, resets the index when it goes
 // backwards (a Consul restore or a new cluster), and backs off on errors,
-// keeping the last good value (fn is simply not called). fn returning false ends it.
+// keeping the last good value (fn is simply not called), then reads afresh
+// (index 0) once Consul answers again. fn returning false ends it; fn must
+// tolerate being called again with unchanged data.
 func (s *Store) watch(ctx context.Context, prefix string, fn func(api.KVPairs, uint64) bool) error {
 	var index uint64
 	delay := s.cfg.BackoffMin
@@ -407,9 +409,13 @@ func (s *Store) watch(ctx context.Context, prefix string, fn func(api.KVPairs, u
 				return nil
 			}
 			delay = min(delay*2, s.cfg.BackoffMax)
+			// After an outage read afresh: a Consul that came back from a wiped or
+			// restored state can be at the very index we waited on, with other data.
+			index = 0
 			continue
 		}
 		delay = s.cfg.BackoffMin
+		s.cfg.Logger.Debug("placement: watch answer", "prefix", prefix, "index", meta.LastIndex, "was", index, "keys", len(pairs))
 		switch {
 		case meta.LastIndex < index:
 			index = 0 // went backwards: start over

@@ -3,6 +3,8 @@ package placement
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"os"
 	"reflect"
 	"testing"
 	"time"
@@ -173,6 +175,9 @@ func noView(t *testing.T, ch <-chan HostView, d time.Duration) {
 // one); after Consul comes back empty (index gone backwards) it resumes.
 func TestStoreWatchHost(t *testing.T) {
 	c, cl, s := newStore(t)
+	if testing.Verbose() {
+		s.cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	ch := make(chan HostView)
 	done := make(chan error, 1)

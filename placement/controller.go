@@ -1,0 +1,409 @@
+package placement
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// ControllerConfig is what a controller needs besides the Consul client.
+type ControllerConfig struct {
+	// ID names this controller in the lock value and logs (e.g. the gateway's
+	// instance ID). Required.
+	ID string
+	// Policy is the placement policy (the routing config's placement: section).
+	Policy Config
+	// Store says where placement lives in KV.
+	Store StoreConfig
+	// Hosts lists the serving hosts with their capacity (see ConsulHosts). Required.
+	Hosts func(ctx context.Context) ([]Host, error)
+	// Catalog lists the model versions. Default: the catalog in KV (Store.ReadCatalog).
+	Catalog func(ctx context.Context) ([]Version, error)
+	// Routing returns the versions the routing config needs (and pins) and each
+	// model's pool. Default: none, every model in Policy.DefaultPool.
+	Routing func() ([]Requirement, map[string]string)
+	// Interval is the longest time between decisions while leading; a demand
+	// report or Trigger decides sooner. Default 10s.
+	Interval time.Duration
+	// SessionTTL is the leader session's TTL: a leader that dies (kill -9) is
+	// replaced within about this long (Consul may take up to twice it). Consul's
+	// minimum is 10s. Default 10s.
+	SessionTTL time.Duration
+	// LockDelay is how long Consul keeps the lock from a new holder after the
+	// previous session is invalidated. Safety does not depend on it (every write
+	// checks the session); it only spaces leaders. Default 1s.
+	LockDelay time.Duration
+	// LockWait is the blocking-query wait of a follower watching the lock; it also
+	// bounds how long a follower's Run takes to return after ctx is done (the
+	// consul/api lock does not take a context). Default 2s.
+	LockWait time.Duration
+	// ReportTTL: host status and demand reports older than this are ignored (a
+	// sidecar or gateway that stopped reporting is not counted on). Default 1m.
+	ReportTTL time.Duration
+	// RetryMin and RetryMax bound the delay after a failed campaign or decision. Defaults 200ms, 10s.
+	RetryMin, RetryMax time.Duration
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Controller defaults.
+const (
+	DefaultInterval   = 10 * time.Second
+	DefaultSessionTTL = 10 * time.Second
+	DefaultLockDelay  = time.Second
+	DefaultReportTTL  = time.Minute
+)
+
+// Controller is the one decision-maker: it campaigns for the leader lock and,
+// while it holds it, reads the inputs, runs Decide and writes the assignment.
+// Any number of controllers may run (one per gateway); one leads.
+type Controller struct {
+	cfg     ControllerConfig
+	client  *api.Client
+	store   *Store
+	trigger chan struct{}
+
+	leader  atomic.Bool
+	last    atomic.Pointer[Decision]
+	session atomic.Value // string: the session while leading
+
+	mu      sync.Mutex
+	written int // decisions written while leading, for tests and metrics
+}
+
+// NewController validates cfg and returns a controller; Run starts it.
+func NewController(client *api.Client, cfg ControllerConfig) (*Controller, error) {
+	var errs []error
+	if cfg.ID == "" {
+		errs = append(errs, fmt.Errorf("%w: controller ID is required", ErrConfig))
+	}
+	if cfg.Hosts == nil {
+		errs = append(errs, fmt.Errorf("%w: a host source is required", ErrConfig))
+	}
+	if cfg.SessionTTL != 0 && cfg.SessionTTL < 10*time.Second {
+		errs = append(errs, fmt.Errorf("%w: session TTL %v: Consul's minimum is 10s", ErrConfig, cfg.SessionTTL))
+	}
+	if err := cfg.Policy.WithDefaults().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.SessionTTL == 0 {
+		cfg.SessionTTL = DefaultSessionTTL
+	}
+	if cfg.LockDelay <= 0 {
+		cfg.LockDelay = DefaultLockDelay
+	}
+	if cfg.LockWait <= 0 {
+		cfg.LockWait = 2 * time.Second
+	}
+	if cfg.ReportTTL <= 0 {
+		cfg.ReportTTL = DefaultReportTTL
+	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = 200 * time.Millisecond
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Store.Logger == nil {
+		cfg.Store.Logger = cfg.Logger
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	c := &Controller{cfg: cfg, client: client, store: NewStore(client, cfg.Store), trigger: make(chan struct{}, 1)}
+	if cfg.Catalog == nil {
+		c.cfg.Catalog = func(ctx context.Context) ([]Version, error) {
+			vs, _, err := c.store.ReadCatalog(ctx)
+			return vs, err
+		}
+	}
+	c.session.Store("")
+	return c, nil
+}
+
+// Store is the controller's KV store (for ListPlacement readers and tests).
+func (c *Controller) Store() *Store { return c.store }
+
+// IsLeader says whether this controller holds the lock now.
+func (c *Controller) IsLeader() bool { return c.leader.Load() }
+
+// Last is the last decision this controller wrote while leading (nil if none).
+func (c *Controller) Last() *Decision { return c.last.Load() }
+
+// Trigger asks the leader to decide now (a cold version was requested). It never
+// blocks; on a follower it does nothing useful.
+func (c *Controller) Trigger() {
+	select {
+	case c.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Run campaigns for leadership and leads while it holds the lock, until ctx is
+// done; then it releases the lock (a successor takes over at once) and returns
+// nil. Losing the lock (session invalidated, Consul unreachable past the TTL)
+// stops all writing at once and goes back to campaigning.
+func (c *Controller) Run(ctx context.Context) error {
+	delay := c.cfg.RetryMin
+	for ctx.Err() == nil {
+		err := c.campaign(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			c.cfg.Logger.Warn("placement: leadership attempt failed", "id", c.cfg.ID, "err", err, "retry_in", delay)
+			if !sleepCtx(ctx, delay) {
+				return nil
+			}
+			delay = min(delay*2, c.cfg.RetryMax)
+			continue
+		}
+		delay = c.cfg.RetryMin
+	}
+	return nil
+}
+
+// campaign acquires the lock, leads until it is lost or ctx is done, and cleans up.
+func (c *Controller) campaign(ctx context.Context) error {
+	ttl := c.cfg.SessionTTL.String()
+	sid, _, err := c.client.Session().Create(&api.SessionEntry{
+		Name: "tfgate-placement " + c.cfg.ID, TTL: ttl, LockDelay: c.cfg.LockDelay,
+		Behavior: api.SessionBehaviorRelease,
+	}, (&api.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("create session: %w", err)
+	}
+	renewDone := make(chan struct{})
+	renewExit := make(chan struct{})
+	go func() {
+		defer close(renewExit)
+		_ = c.client.Session().RenewPeriodic(ttl, sid, nil, renewDone)
+	}()
+	// Closing renewDone destroys the session, which releases the lock if held.
+	endSession := func() { close(renewDone); <-renewExit }
+
+	lock, err := c.client.LockOpts(&api.LockOptions{
+		Key: c.store.LockKey(), Value: []byte(c.cfg.ID), Session: sid,
+		MonitorRetries: 3, MonitorRetryTime: time.Second, LockWaitTime: c.cfg.LockWait,
+	})
+	if err != nil {
+		endSession()
+		return err
+	}
+	lost, err := lock.Lock(ctx.Done())
+	if err != nil || lost == nil {
+		endSession()
+		if err != nil {
+			return fmt.Errorf("acquire %s: %w", c.store.LockKey(), err)
+		}
+		return nil // ctx done
+	}
+
+	leadCtx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-lost:
+			cancel() // stop writing now
+		case <-leadCtx.Done():
+		}
+	}()
+	c.session.Store(sid)
+	c.leader.Store(true)
+	c.cfg.Logger.Info("placement: leading", "id", c.cfg.ID, "session", sid)
+	err = c.lead(leadCtx, sid)
+	c.leader.Store(false)
+	c.session.Store("")
+	cancel()
+	if ctx.Err() == nil {
+		c.cfg.Logger.Warn("placement: leadership lost; stopped writing", "id", c.cfg.ID, "err", err)
+	}
+	// Release at once so a successor need not wait for the TTL, end the session,
+	// and wait for the lock monitor to see it.
+	_ = lock.Unlock()
+	endSession()
+	<-lost
+	return nil
+}
+
+// lead runs decisions until ctx is done (leadership lost or shutdown).
+func (c *Controller) lead(ctx context.Context, session string) error {
+	// A demand report decides at once.
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		first := true
+		_ = c.store.watch(ctx, c.store.cfg.Prefix+"/demand/", func(api.KVPairs, uint64) bool {
+			if !first {
+				c.Trigger()
+			}
+			first = false
+			return true
+		})
+	}()
+	defer func() { <-watchDone }()
+
+	var st *Stored
+	delay := c.cfg.RetryMin
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer.C:
+		case <-c.trigger:
+		}
+		if st == nil {
+			// Continue from KV: the previous leader's assignment is the input.
+			s, err := c.store.ReadState(ctx)
+			if err != nil {
+				c.retry(ctx, timer, &delay, "read placement", err)
+				continue
+			}
+			for h, err := range s.Broken {
+				c.cfg.Logger.Warn("placement: host assignment unreadable; it will be rewritten", "host", h, "err", err)
+			}
+			st = s
+		}
+		d, res, err := c.decideOnce(ctx, session, st)
+		if err != nil {
+			if errors.Is(err, ErrConflict) {
+				st = nil // someone wrote since we read: re-read (and if we are deposed, ctx ends)
+			}
+			c.retry(ctx, timer, &delay, "decide", err)
+			continue
+		}
+		delay = c.cfg.RetryMin
+		c.last.Store(d)
+		c.mu.Lock()
+		c.written++
+		c.mu.Unlock()
+		lvl := slog.LevelDebug
+		if res.HostsWritten > 0 || len(d.Problems) > 0 {
+			lvl = slog.LevelInfo
+		}
+		c.cfg.Logger.Log(ctx, lvl, "placement: decided", "hosts_written", res.HostsWritten, "kv_bytes", res.Bytes,
+			"versions", d.Stats.Versions, "placed", d.Stats.Placed, "added", d.Stats.Added, "removed", d.Stats.Removed,
+			"moved", d.Stats.Moved, "evicted", d.Stats.Evicted, "pending", d.Stats.Pending,
+			"pending_required", d.Stats.PendingRequired, "problems", len(d.Problems))
+		for i, p := range d.Problems {
+			if i == 20 {
+				c.cfg.Logger.Warn("placement: more problems not logged", "count", len(d.Problems)-i)
+				break
+			}
+			c.cfg.Logger.Warn("placement: "+p.Message, "kind", p.Kind.String())
+		}
+		timer.Reset(c.cfg.Interval)
+	}
+}
+
+func (c *Controller) retry(ctx context.Context, timer *time.Timer, delay *time.Duration, what string, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	c.cfg.Logger.Warn("placement: "+what+" failed", "err", err, "retry_in", *delay)
+	timer.Reset(*delay)
+	*delay = min(*delay*2, c.cfg.RetryMax)
+}
+
+// decideOnce reads the inputs, decides from st's assignment and writes the result.
+func (c *Controller) decideOnce(ctx context.Context, session string, st *Stored) (*Decision, WriteResult, error) {
+	hosts, err := c.cfg.Hosts(ctx)
+	if err != nil {
+		return nil, WriteResult{}, fmt.Errorf("hosts: %w", err)
+	}
+	catalog, err := c.cfg.Catalog(ctx)
+	if err != nil {
+		return nil, WriteResult{}, fmt.Errorf("catalog: %w", err)
+	}
+	reports, err := c.store.ReadReports(ctx)
+	if err != nil {
+		return nil, WriteResult{}, err
+	}
+	now := c.cfg.Now()
+	resident, failures := reports.Inputs(now.Add(-c.cfg.ReportTTL))
+	in := Input{Now: now, Config: c.cfg.Policy, Hosts: hosts, Catalog: catalog, Resident: resident,
+		Failures: failures, Demand: MergeDemand(reports.Demand, now.Add(-c.cfg.ReportTTL)), Previous: &st.Assignment}
+	if c.cfg.Routing != nil {
+		in.Required, in.ModelPools = c.cfg.Routing()
+	}
+	d, err := Decide(in)
+	if err != nil {
+		return nil, WriteResult{}, err
+	}
+	if ctx.Err() != nil {
+		return nil, WriteResult{}, ctx.Err()
+	}
+	res, err := c.store.WriteAssignment(ctx, session, d.Assignment, st)
+	return d, res, err
+}
+
+// HostService selects one pool's hosts in the Consul catalog.
+type HostService struct {
+	// Pool is the pool these hosts form.
+	Pool string
+	// Service and Tag select passing instances (Tag optional).
+	Service, Tag string
+}
+
+// Service meta keys a serving host registers.
+const (
+	// MetaCapacityBytes is the memory, in bytes, the host gives to models.
+	MetaCapacityBytes = "tfgate_capacity_bytes"
+	// MetaWeight optionally overrides the host's rendezvous weight.
+	MetaWeight = "tfgate_weight"
+)
+
+// ConsulHosts lists passing instances of each HostService as hosts: ID is the
+// Consul service ID (the same ID a sidecar watches its assignment under),
+// capacity from MetaCapacityBytes (missing or bad: 0, which Decide reports).
+func ConsulHosts(client *api.Client, services []HostService) func(ctx context.Context) ([]Host, error) {
+	return func(ctx context.Context) ([]Host, error) {
+		var hosts []Host
+		for _, hs := range services {
+			entries, _, err := client.Health().Service(hs.Service, hs.Tag, true, (&api.QueryOptions{}).WithContext(ctx))
+			if err != nil {
+				return nil, fmt.Errorf("placement: list %s hosts: %w", hs.Service, err)
+			}
+			hosts = append(hosts, HostsFromEntries(hs.Pool, entries)...)
+		}
+		return hosts, nil
+	}
+}
+
+// HostsFromEntries converts Consul service entries to hosts of one pool.
+func HostsFromEntries(pool string, entries []*api.ServiceEntry) []Host {
+	hosts := make([]Host, 0, len(entries))
+	for _, e := range entries {
+		if e.Service == nil {
+			continue
+		}
+		h := Host{ID: e.Service.ID, Pool: pool}
+		if v, err := strconv.ParseInt(e.Service.Meta[MetaCapacityBytes], 10, 64); err == nil {
+			h.CapacityBytes = v
+		}
+		if v, err := strconv.ParseFloat(e.Service.Meta[MetaWeight], 64); err == nil && v > 0 {
+			h.Weight = v
+		}
+		hosts = append(hosts, h)
+	}
+	return hosts
+}

@@ -1,0 +1,337 @@
+package placement
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/tfgate/tfgate/internal/testenv"
+)
+
+// waitFor polls cond until it holds; the deadline is only a bound for a broken test.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type runningController struct {
+	c       *Controller
+	cancel  context.CancelFunc
+	done    chan error
+	stopped bool
+}
+
+func (r *runningController) stop(t *testing.T) {
+	t.Helper()
+	if r.stopped {
+		return
+	}
+	r.stopped = true
+	r.cancel()
+	if err := <-r.done; err != nil {
+		t.Errorf("controller %s Run: %v", r.c.cfg.ID, err)
+	}
+}
+
+func startController(t *testing.T, cl *api.Client, id string, hosts []Host, catalog []Version) *runningController {
+	t.Helper()
+	logger := slog.New(slog.DiscardHandler)
+	if testing.Verbose() {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("controller", id)
+	}
+	c, err := NewController(cl, ControllerConfig{
+		ID:       id,
+		Policy:   Config{Default: PoolConfig{MemoryMultiplier: 1}},
+		Store:    StoreConfig{Prefix: "t", WaitTime: time.Second, BackoffMin: 20 * time.Millisecond},
+		Hosts:    func(context.Context) ([]Host, error) { return hosts, nil },
+		Catalog:  func(context.Context) ([]Version, error) { return catalog, nil },
+		Interval: 200 * time.Millisecond, LockDelay: 10 * time.Millisecond, LockWait: 300 * time.Millisecond,
+		RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, Logger: logger,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &runningController{c: c, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- c.Run(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+func (c *Controller) writes() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.written
+}
+
+// TestControllerLeadership: two controllers race for one lock; exactly one
+// writes. When the leader stops, the other takes over and continues from KV
+// without moving anything. A leader whose session is invalidated stops writing,
+// and the session it held can no longer write (a deposed leader that has not
+// noticed cannot overwrite its successor).
+func TestControllerLeadership(t *testing.T) {
+	consul := testenv.StartConsul(t)
+	cl := consul.Client(t)
+	ctx := t.Context()
+	hosts := mkHosts(4, 300*mb)
+	catalog := mkCatalog(200, 10*mb)
+	store := NewStore(cl, StoreConfig{Prefix: "t"})
+	now := time.Now()
+	var dv []DemandVersion
+	for i, v := range catalog[:150] {
+		dv = append(dv, DemandVersion{Model: v.Model, Version: v.Version, Rate: 1, LastUsed: now.Add(-time.Duration(i) * time.Second)})
+	}
+	if err := store.PutDemand(ctx, DemandReport{Gateway: "g1", Updated: now, Versions: dv}); err != nil {
+		t.Fatal(err)
+	}
+
+	a := startController(t, cl, "a", hosts, catalog)
+	b := startController(t, cl, "b", hosts, catalog)
+	var leader, follower *runningController
+	waitFor(t, "a leader that has written", func() bool {
+		if a.c.IsLeader() && b.c.IsLeader() {
+			t.Fatal("both controllers lead")
+		}
+		switch {
+		case a.c.IsLeader() && a.c.writes() > 0:
+			leader, follower = a, b
+		case b.c.IsLeader() && b.c.writes() > 0:
+			leader, follower = b, a
+		}
+		return leader != nil
+	})
+	if follower.c.writes() != 0 {
+		t.Fatalf("follower %s wrote %d times", follower.c.cfg.ID, follower.c.writes())
+	}
+	before, err := store.ReadState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(before.Assignment.Hosts); n != 4 {
+		t.Fatalf("assignment has %d hosts, want 4", n)
+	}
+	placed := 0
+	for _, ha := range before.Assignment.Hosts {
+		placed += len(ha.Entries)
+	}
+	t.Logf("leader %s placed %d copies", leader.c.cfg.ID, placed)
+
+	// Graceful handover: the leader stops; the follower leads at once (the lock
+	// is released, not left to expire) and reshuffles nothing.
+	leader.stop(t)
+	waitFor(t, "the follower to lead and decide", func() bool { return follower.c.IsLeader() && follower.c.writes() > 0 })
+	d := follower.c.Last()
+	if d.Stats.Added != 0 || d.Stats.Removed != 0 || d.Stats.Moved != 0 {
+		t.Fatalf("new leader changed the placement: %+v", d.Stats)
+	}
+	after, err := store.ReadState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assignmentsEqual(t, after.Assignment, before.Assignment)
+
+	// Leader loss: its session is invalidated (as when it is partitioned away or
+	// killed and the TTL runs out). It stops writing; its session cannot write.
+	sid := follower.c.session.Load().(string)
+	if sid == "" {
+		t.Fatal("leader has no session")
+	}
+	stale, err := store.ReadState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Session().Destroy(sid, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the deposed leader to stop leading", func() bool { return follower.c.session.Load().(string) != sid })
+	// A new leader (here: a third controller) takes the lock.
+	c3 := startController(t, cl, "c", hosts, catalog)
+	waitFor(t, "someone to lead again", func() bool {
+		return (c3.c.IsLeader() && c3.c.writes() > 0) || (follower.c.IsLeader() && follower.c.session.Load().(string) != sid)
+	})
+	moved := Assignment{Hosts: map[string]HostAssignment{"host-00": {Pool: "default"}}}
+	if _, err := store.WriteAssignment(ctx, sid, moved, stale); !errors.Is(err, ErrConflict) {
+		t.Fatalf("write with the deposed leader's session: %v, want ErrConflict", err)
+	}
+	final, _ := store.ReadState(ctx)
+	assignmentsEqual(t, final.Assignment, before.Assignment)
+	follower.stop(t)
+	c3.stop(t)
+}
+
+// TestControllerDemandTriggers: a demand report is acted on at once, not at the
+// next interval (the gateway's cold-start path relies on it).
+func TestControllerDemandTriggers(t *testing.T) {
+	consul := testenv.StartConsul(t)
+	cl := consul.Client(t)
+	ctx := t.Context()
+	catalog := mkCatalog(10, 10*mb)
+	c, err := NewController(cl, ControllerConfig{
+		ID: "a", Policy: Config{Default: PoolConfig{MemoryMultiplier: 1}},
+		Store:    StoreConfig{Prefix: "t", WaitTime: time.Second},
+		Hosts:    func(context.Context) ([]Host, error) { return mkHosts(2, 100*mb), nil },
+		Catalog:  func(context.Context) ([]Version, error) { return catalog, nil },
+		Interval: time.Hour, LockDelay: 10 * time.Millisecond, LockWait: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "first decision", func() bool { return c.writes() > 0 })
+	if err := c.Store().PutDemand(ctx, DemandReport{Gateway: "g", Updated: time.Now(),
+		Versions: []DemandVersion{{Model: catalog[3].Model, Version: 1, Rate: 1, LastUsed: time.Now()}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, fmt.Sprintf("%s placed after its demand report", catalog[3].Key), func() bool {
+		st, err := c.Store().ReadState(ctx)
+		if err != nil {
+			return false
+		}
+		for _, ha := range st.Assignment.Hosts {
+			for _, e := range ha.Entries {
+				if e.Key == catalog[3].Key {
+					return true
+				}
+			}
+		}
+		return false
+	})
+}
+
+func TestNewControllerValidates(t *testing.T) {
+	_, err := NewController(nil, ControllerConfig{SessionTTL: time.Second, Policy: Config{Default: PoolConfig{Hysteresis: 2}}})
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{"controller ID", "host source", "session TTL", "hysteresis"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}
+
+func TestHostsFromEntries(t *testing.T) {
+	got := HostsFromEntries("gpu", []*api.ServiceEntry{
+		{Service: &api.AgentService{ID: "h1", Meta: map[string]string{MetaCapacityBytes: "1000", MetaWeight: "2"}}},
+		{Service: &api.AgentService{ID: "h2", Meta: map[string]string{MetaCapacityBytes: "lots"}}},
+		{Service: nil},
+	})
+	want := []Host{{ID: "h1", Pool: "gpu", CapacityBytes: 1000, Weight: 2}, {ID: "h2", Pool: "gpu"}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+}
+
+const helperEnv = "TFGATE_PLACEMENT_HELPER_CONSUL"
+
+// TestHelperLeader is not a test: run as a child process (see
+// TestControllerKilledLeader) it is a controller that leads until SIGKILLed.
+func TestHelperLeader(t *testing.T) {
+	addr := os.Getenv(helperEnv)
+	if addr == "" {
+		t.Skip("helper process only")
+	}
+	cfg := api.DefaultConfig()
+	cfg.Address = addr
+	cl, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startController(t, cl, "killed", mkHosts(4, 300*mb), mkCatalog(200, 10*mb))
+	waitFor(t, "leading", func() bool { return r.c.IsLeader() && r.c.writes() > 0 })
+	fmt.Println("HELPER-LEADING")
+	select {} // until killed
+}
+
+// TestControllerKilledLeader: the leader process is SIGKILLed (no release, no
+// session destroy); the follower takes over once the session TTL runs out and
+// continues from KV without moving anything.
+func TestControllerKilledLeader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a 10s session TTL to expire")
+	}
+	consul := testenv.StartConsul(t)
+	cl := consul.Client(t)
+	ctx := t.Context()
+	store := NewStore(cl, StoreConfig{Prefix: "t"})
+	catalog := mkCatalog(200, 10*mb)
+	now := time.Now()
+	var dv []DemandVersion
+	for i, v := range catalog[:150] {
+		dv = append(dv, DemandVersion{Model: v.Model, Version: v.Version, Rate: 1, LastUsed: now.Add(-time.Duration(i) * time.Second)})
+	}
+	if err := store.PutDemand(ctx, DemandReport{Gateway: "g1", Updated: now.Add(time.Hour), Versions: dv}); err != nil {
+		t.Fatal(err)
+	}
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperLeader$", "-test.v")
+	cmd.Env = append(os.Environ(), helperEnv+"="+consul.HTTPAddr)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	t.Cleanup(func() {
+		if !killed {
+			_ = cmd.Process.Kill()
+		}
+		_ = cmd.Wait()
+	})
+	sc := bufio.NewScanner(out)
+	leading := false
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "HELPER-LEADING") {
+			leading = true
+			break
+		}
+	}
+	if !leading {
+		t.Fatal("helper controller never led")
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	before, err := store.ReadState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	follower := startController(t, cl, "follower", mkHosts(4, 300*mb), catalog)
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed = true
+	start := time.Now()
+	waitFor(t, "the follower to take over", func() bool { return follower.c.IsLeader() && follower.c.writes() > 0 })
+	t.Logf("handover %v after SIGKILL (session TTL 10s; Consul allows up to 2x, plus lock-delay)", time.Since(start).Round(100*time.Millisecond))
+	d := follower.c.Last()
+	if d.Stats.Added != 0 || d.Stats.Removed != 0 || d.Stats.Moved != 0 {
+		t.Fatalf("new leader changed the placement: %+v", d.Stats)
+	}
+	after, err := store.ReadState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assignmentsEqual(t, after.Assignment, before.Assignment)
+}
