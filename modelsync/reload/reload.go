@@ -31,6 +31,8 @@ type Reloader struct {
 	file   string
 	base   string
 	mu     sync.Mutex
+	// applied is the config TF Serving last accepted from Set; nil when unknown.
+	applied *servingpb.ModelServerConfig
 }
 
 // New returns a Reloader writing file and naming models under base (absolute).
@@ -99,5 +101,6 @@ func (r *Reloader) Ensure(ctx context.Context, model string) (bool, error) {
 	if err := atomicfile.Write(r.file, b, 0o644, true); err != nil {
 		return true, fmt.Errorf("rewrite model config file: %w", err)
 	}
+	r.applied = nil // Ensure's config is not Set's
 	return true, nil
 }
