@@ -72,6 +72,21 @@ type Config struct {
 	// (--sim_model_max_concurrent). Default -1.
 	ModelMaxConcurrent int
 
+	// ModelMemoryLimitBytes is the memory models may hold together
+	// (--model_memory_limit_bytes; TF Serving's ServerCore option
+	// total_model_memory_limit_bytes, which its main does not expose). A load that
+	// would exceed it fails with RESOURCE_EXHAUSTED and ends in END, as TF Serving's
+	// resource tracker refuses it. Each version counts its servingsim.json
+	// resident_bytes. Default 0: unlimited.
+	ModelMemoryLimitBytes int64
+	// LoadBytesPerSecond makes a load take resident_bytes / this long, in LOADING
+	// (--sim_load_bytes_per_second). Default 0: loads are instant.
+	LoadBytesPerSecond int64
+	// NumLoadThreads bounds loads in progress at once across the server
+	// (--num_load_threads). Default 0: unbounded (TF Serving's 0 means serial in
+	// its manager thread).
+	NumLoadThreads int
+
 	// IgnoredFlags lists TF Serving flags given but not simulated (logged at start).
 	IgnoredFlags []string
 
@@ -119,6 +134,9 @@ func (c *Config) Validate() error {
 	}
 	if c.GRPCMaxThreads < 0 || c.MaxConcurrentExecutions < 0 || c.MaxNumLoadRetries < 0 {
 		bad("--grpc_max_threads, --sim_max_concurrent_executions and --max_num_load_retries must not be negative")
+	}
+	if c.ModelMemoryLimitBytes < 0 || c.LoadBytesPerSecond < 0 || c.NumLoadThreads < 0 {
+		bad("--model_memory_limit_bytes, --sim_load_bytes_per_second and --num_load_threads must not be negative")
 	}
 	if c.MaxReceiveMessageSize <= 0 || c.MaxSendMessageSize <= 0 {
 		bad("message size limits must be positive")
@@ -181,6 +199,9 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.CostPerRow, "sim_cost_per_row", c.CostPerRow, "simulated cost per batch row, overriding servingsim.json (<0: use the spec)")
 	fs.IntVar(&c.MaxConcurrentExecutions, "sim_max_concurrent_executions", c.MaxConcurrentExecutions, "executions at once across the server (0: unbounded)")
 	fs.IntVar(&c.ModelMaxConcurrent, "sim_model_max_concurrent", c.ModelMaxConcurrent, "executions at once per model version, overriding servingsim.json (<0: use the spec)")
+	fs.Int64Var(&c.ModelMemoryLimitBytes, "model_memory_limit_bytes", c.ModelMemoryLimitBytes, "memory all loaded models may hold, by their servingsim.json resident_bytes (0: unlimited)")
+	fs.Int64Var(&c.LoadBytesPerSecond, "sim_load_bytes_per_second", c.LoadBytesPerSecond, "simulated load speed: a load takes resident_bytes / this (0: instant)")
+	fs.IntVar(&c.NumLoadThreads, "num_load_threads", c.NumLoadThreads, "loads in progress at once (0: unbounded)")
 	for _, name := range IgnoredTFServingFlags {
 		fs.Var(&ignoredFlag{name: name, c: c}, name, "TF Serving flag, accepted and ignored by servingsim")
 	}
@@ -191,7 +212,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 var IgnoredTFServingFlags = []string{
 	"enable_model_warmup", "monitoring_config_file", "rest_api_num_threads", "rest_api_timeout_in_ms",
 	"tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism", "tensorflow_session_parallelism",
-	"num_load_threads", "num_unload_threads", "flush_filesystem_caches", "per_process_gpu_memory_fraction",
+	"num_unload_threads", "flush_filesystem_caches", "per_process_gpu_memory_fraction",
 	"saved_model_tags", "enable_signature_method_name_check", "xla_cpu_compilation_enabled",
 	"platform_config_file", "ssl_config_file", "grpc_socket_path", "rest_api_enable_cors_support",
 }

@@ -32,7 +32,8 @@
 //	      "inputs":  {"NAME": {"dtype": "DT_INT64", "shape": [-1, 32]}, ...},
 //	      "outputs": {"NAME": {"dtype": "DT_FLOAT", "shape": [-1, 8]}, ...}}},
 //	  "weights": {"embedding": [...], "kernel": [...], "bias": [...]},  // optional, row-major
-//	  "cost": {"per_call_micros": 0, "per_row_micros": 0, "max_concurrent": 0}
+//	  "cost": {"per_call_micros": 0, "per_row_micros": 0, "max_concurrent": 0},
+//	  "resident_bytes": 0                        // memory once loaded (see Memory below)
 //	}
 //
 // Each declared signature must have exactly the inputs and outputs its kind computes
@@ -81,6 +82,19 @@
 //     base paths, missing or unknown model_platform are INVALID_ARGUMENT; adds,
 //     updates and removes models and returns once every added model has an
 //     AVAILABLE version (UNKNOWN "N model(s) did not become available" if one fails).
+//     Removed models unload in the background: the reload does not wait for them
+//     (a load in progress is abandoned, its version ends in END); re-adding a
+//     model waits for its earlier removal to finish.
+//   - Memory: with --model_memory_limit_bytes (TF Serving's ServerCore option
+//     total_model_memory_limit_bytes) each version reserves its servingsim.json
+//     resident_bytes when its load starts and frees them when it unloads. A load
+//     that does not fit fails as TF Serving's resource tracker fails it: END with
+//     RESOURCE_EXHAUSTED "Insufficient resources to load servable {name: N
+//     version: V}: ..." in GetModelStatus, and is not retried while it stays
+//     aspired (re-adding the model retries it). A new version of a loaded model
+//     needs room beside the old one, which unloads only after it. A load spends
+//     resident_bytes / --sim_load_bytes_per_second in LOADING; --num_load_threads
+//     bounds loads in progress across the server (the rest wait in START).
 //   - Predict/GetModelMetadata/GetModelStatus/Classify/Regress/MultiInference codes
 //     and messages (errors.go maps every error to a code in one place);
 //     response model_spec = resolved name, version (and signature for Predict);
@@ -124,6 +138,14 @@
 //     holds later reloads, until it can finish; here the wait also ends at the
 //     caller's deadline.
 //   - The gRPC server also offers server reflection (for grpcurl); TF Serving does not.
+//   - Memory is what servingsim.json declares, not measured: TF Serving estimates
+//     a version's RAM from its files on disk before loading and never checks the
+//     real use, so a real host can still run out of memory (and the process be
+//     killed) where servingsim refuses cleanly; there is no GPU memory, no
+//     per-version padding, and unloading frees memory at once (a real allocator
+//     may keep it). Without the limit (default) nothing is counted.
+//   - --num_load_threads 0 (the default) loads without bound in parallel; TF
+//     Serving's 0 loads one at a time in its manager thread.
 //
 // # CONCURRENCY
 //

@@ -41,6 +41,8 @@ type version struct {
 	model   *model.Model
 	exec    *executor
 	batcher *batcher // nil without --enable_batching
+	// reserved is the memory counted for it (guarded by manager.mu).
+	reserved int64
 }
 
 // modelEntry is everything known about one model name. Entries are never deleted:
@@ -51,6 +53,9 @@ type modelEntry struct {
 	stop     context.CancelFunc // stops the poller
 	done     chan struct{}      // closed when the poller returns
 	kick     chan struct{}      // asks the poller to poll now
+	// unloaded is closed when a removal's background unload has finished; a
+	// re-add waits for it. Set and read under manager.reloadMu.
+	unloaded chan struct{}
 }
 
 // manager owns model configuration, polling, loading and unloading. Its methods
@@ -60,6 +65,7 @@ type manager struct {
 	cfg      Config
 	batching *BatchingParameters
 	gpu      chan struct{} // server-wide execution slots; nil: unbounded
+	loads    chan struct{} // server-wide load slots (--num_load_threads); nil: unbounded
 	stats    stats
 	baseCtx  context.Context
 
@@ -68,6 +74,7 @@ type manager struct {
 	mu      sync.Mutex
 	models  map[string]*modelEntry
 	labels  map[string]map[string]int64
+	memUsed int64         // resident bytes reserved by loading and loaded versions
 	changed chan struct{} // closed and replaced on every state change
 	wg      sync.WaitGroup
 }
@@ -77,6 +84,9 @@ func newManager(ctx context.Context, cfg Config, batching *BatchingParameters, l
 		models: map[string]*modelEntry{}, labels: map[string]map[string]int64{}, changed: make(chan struct{})}
 	if cfg.MaxConcurrentExecutions > 0 {
 		m.gpu = make(chan struct{}, cfg.MaxConcurrentExecutions)
+	}
+	if cfg.NumLoadThreads > 0 {
+		m.loads = make(chan struct{}, cfg.NumLoadThreads)
 	}
 	return m
 }
@@ -245,9 +255,21 @@ func (m *manager) reload(ctx context.Context, cfg *servingpb.ModelServerConfig, 
 	}
 	m.mu.Unlock()
 
+	// Removed models unload in the background, as in TF Serving: the reload
+	// returns without waiting for them.
 	for _, e := range removed {
-		m.stopPoller(e)
-		m.unloadAll(e)
+		stop, done, unloaded := e.stop, e.done, make(chan struct{})
+		e.unloaded = unloaded
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			defer close(unloaded)
+			if stop != nil {
+				stop()
+				<-done
+			}
+			m.unloadAll(e)
+		}()
 	}
 	for _, e := range toKick {
 		select {
@@ -256,6 +278,10 @@ func (m *manager) reload(ctx context.Context, cfg *servingpb.ModelServerConfig, 
 		}
 	}
 	for _, e := range toStart {
+		if e.unloaded != nil {
+			<-e.unloaded // removed earlier: its old versions finish unloading first
+			e.unloaded = nil
+		}
 		m.startPoller(e, first)
 	}
 	if first {
@@ -549,6 +575,18 @@ func (m *manager) pollOnce(ctx context.Context, e *modelEntry) {
 // load loads one version, retrying per MaxNumLoadRetries.
 func (m *manager) load(ctx context.Context, cfg *servingpb.ModelConfig, v *version) {
 	dir := joinVersion(cfg.GetBasePath(), v.num)
+	if m.loads != nil {
+		select {
+		case m.loads <- struct{}{}:
+			defer func() { <-m.loads }()
+		case <-ctx.Done():
+			m.mu.Lock()
+			v.state, v.err = stateEnd, ctx.Err()
+			m.notifyLocked()
+			m.mu.Unlock()
+			return
+		}
+	}
 	m.setState(v, stateLoading, nil)
 	var mdl *model.Model
 	var err error
@@ -567,6 +605,9 @@ func (m *manager) load(ctx context.Context, cfg *servingpb.ModelConfig, v *versi
 			continue
 		}
 		break
+	}
+	if err == nil {
+		err = m.admit(ctx, v, mdl.Spec.ResidentBytes)
 	}
 	if err != nil {
 		m.log.Error("loading servable failed", "model", v.name, "version", v.num, "err", err)
@@ -592,14 +633,66 @@ func (m *manager) setState(v *version, s state, err error) {
 	m.mu.Unlock()
 }
 
-// finishUnload retires a version already marked UNLOADING. Requests that resolved
-// it earlier still complete: the model stays valid while referenced.
+// admit reserves a version's resident bytes against --model_memory_limit_bytes,
+// as TF Serving's resource tracker does before a load, then spends the simulated
+// load time (--sim_load_bytes_per_second). A refused or cancelled load holds nothing.
+func (m *manager) admit(ctx context.Context, v *version, size int64) error {
+	if size <= 0 {
+		return nil
+	}
+	m.mu.Lock()
+	if limit := m.cfg.ModelMemoryLimitBytes; limit > 0 && m.memUsed+size > limit {
+		used := m.memUsed
+		m.mu.Unlock()
+		return tfErr(codes.ResourceExhausted, "Insufficient resources to load servable {name: %s version: %d}: it needs %d bytes; %d of the %d-byte model memory limit are in use",
+			v.name, v.num, size, used, limit)
+	}
+	m.memUsed += size
+	v.reserved = size
+	m.mu.Unlock()
+	if rate := m.cfg.LoadBytesPerSecond; rate > 0 {
+		t := time.NewTimer(time.Duration(float64(size) / float64(rate) * float64(time.Second)))
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			m.release(v)
+			return fmt.Errorf("load cancelled: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
+// release returns a version's reserved memory.
+func (m *manager) release(v *version) {
+	m.mu.Lock()
+	m.memUsed -= v.reserved
+	v.reserved = 0
+	m.notifyLocked()
+	m.mu.Unlock()
+}
+
+// memory reports the resident bytes reserved now and the limit (0: none).
+func (m *manager) memory() (used, limit int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.memUsed, m.cfg.ModelMemoryLimitBytes
+}
+
+// finishUnload retires a version already marked UNLOADING and frees its memory.
+// Requests that resolved it earlier still complete: the model stays valid while
+// referenced.
 func (m *manager) finishUnload(v *version) {
 	if v.batcher != nil {
 		v.batcher.close()
 	}
 	m.log.Info("unloaded servable version", "model", v.name, "version", v.num)
-	m.setState(v, stateEnd, nil)
+	m.mu.Lock()
+	v.state, v.err = stateEnd, nil
+	m.memUsed -= v.reserved
+	v.reserved = 0
+	m.notifyLocked()
+	m.mu.Unlock()
 }
 
 // unloadAll unloads every version of a removed model.

@@ -62,7 +62,15 @@ type Spec struct {
 	Weights *Weights `json:"weights,omitempty"`
 	// Cost is the simulated compute cost (zero: none).
 	Cost Cost `json:"cost"`
+	// ResidentBytes is the memory the version holds once loaded, counted against
+	// the server's --model_memory_limit_bytes and driving the simulated load time
+	// (--sim_load_bytes_per_second). It lets a benchmark model versions of
+	// realistic sizes without writing them. Default 0: not counted, loads at once.
+	ResidentBytes int64 `json:"resident_bytes,omitempty"`
 }
+
+// MaxResidentBytes bounds a declared resident size (1 PiB).
+const MaxResidentBytes = 1 << 50
 
 // Params sizes a model. Which fields a kind uses is listed with each field.
 type Params struct {
@@ -257,6 +265,9 @@ func (s *Spec) Validate() error {
 	}
 	if s.Cost.PerCallMicros > 60e6 || s.Cost.PerRowMicros > 60e6 {
 		bad("cost per call and per row are at most 60000000 µs (a minute)")
+	}
+	if s.ResidentBytes < 0 || s.ResidentBytes > MaxResidentBytes {
+		bad("resident_bytes %d: want 0 <= n <= %d", s.ResidentBytes, int64(MaxResidentBytes))
 	}
 	if len(errs) == 0 {
 		return nil
