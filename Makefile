@@ -15,7 +15,7 @@ build:
 	@mkdir -p bin
 	$(GO) build -o bin/ $(addprefix ./cmd/,$(BINARIES))
 
-## tools: install the pinned tools (protoc, plugins, buf, consul, fauxqs) into $(TFGATE_CACHE)
+## tools: install the pinned tools (protoc, plugins, buf, consul, fauxqs, chromium) into $(TFGATE_CACHE)
 tools:
 	@scripts/tools.sh
 

@@ -83,9 +83,10 @@ func newRunTelemetry(deps Deps, log *slog.Logger) runTelemetry {
 }
 
 // startAdmin serves the admin server (RunConfig.AdminListen or
-// Deps.AdminListener) until ctx ends; the returned channel receives its result.
-// Without either, there is no admin server and the channel holds nil.
-func startAdmin(ctx context.Context, cfg RunConfig, deps Deps, tel runTelemetry, log *slog.Logger, ready func() error) (<-chan error, error) {
+// Deps.AdminListener) until ctx ends, with the status page (/) and ListRoutes
+// as JSON (/routes); the returned channel receives its result. Without either,
+// there is no admin server and the channel holds nil.
+func startAdmin(ctx context.Context, cfg RunConfig, deps Deps, tel runTelemetry, log *slog.Logger, ready func() error, page *statusPage) (<-chan error, error) {
 	done := make(chan error, 1)
 	ln := deps.AdminListener
 	if ln == nil && cfg.AdminListen != "" {
@@ -100,7 +101,7 @@ func startAdmin(ctx context.Context, cfg RunConfig, deps Deps, tel runTelemetry,
 		return done, nil
 	}
 	admin := telemetry.NewAdmin(telemetry.AdminOptions{Gatherer: tel.gatherer, Pprof: cfg.Pprof, Logger: log,
-		Ready: func(context.Context) error { return ready() }})
+		Ready: func(context.Context) error { return ready() }, Routes: page.routes()})
 	go func() { done <- admin.Serve(ctx, ln) }()
 	return done, nil
 }

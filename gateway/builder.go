@@ -51,6 +51,11 @@ type builder struct {
 	lastErr   atomic.Pointer[string]
 	fileStamp fileStamp // guarded by reloadMu
 
+	// loadedAt and failedAt: when the last successful and the last failed
+	// reload happened (unix nanos, 0 never), for the status page.
+	loadedAt, failedAt atomic.Int64
+	arms               armCounters // the snapshots' arm assignment counters
+
 	rebuildCh chan struct{}
 	sig       *sigChecker
 	split     splitWatch
@@ -93,6 +98,9 @@ type snapshot struct {
 	// check had not finished. Together they say whether start-up has settled.
 	backendsReady bool
 	sigPending    int
+	// arms counts experiment arm assignments (armcount.go); shared across
+	// the snapshots of configs that keep an arm.
+	arms map[armKey]*atomic.Uint64
 }
 
 // reload re-reads the config file now. On failure the last good config keeps
@@ -125,6 +133,7 @@ func (b *builder) apply(data []byte) error {
 	b.buildMu.Unlock()
 	b.stats.reloads.Add(1)
 	b.lastErr.Store(nil)
+	b.loadedAt.Store(time.Now().UnixNano())
 	b.log.Info("gateway: routing config loaded", "file", b.configPath, "generation", b.gen.Load(), "models", len(cfg.Models))
 	return nil
 }
@@ -133,6 +142,7 @@ func (b *builder) fail(err error) error {
 	b.stats.reloadFailures.Add(1)
 	msg := err.Error()
 	b.lastErr.Store(&msg)
+	b.failedAt.Store(time.Now().UnixNano())
 	b.log.Error("gateway: routing config rejected; the last good config keeps serving", "file", b.configPath, "err", err)
 	return err
 }
@@ -188,7 +198,7 @@ func (b *builder) rebuildLocked() {
 			pending++
 		}
 	}
-	b.snap.Store(&snapshot{routes: routes, pipes: st.pipes, backendsReady: backendsReady, sigPending: pending})
+	b.snap.Store(&snapshot{routes: routes, pipes: st.pipes, backendsReady: backendsReady, sigPending: pending, arms: b.arms.forConfig(cfg)})
 	// Signature results are kept for the versions this build considered (every
 	// version in the spec store of a configured model, and every version the
 	// config names); the others are gone and their pipelines with them.

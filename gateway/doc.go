@@ -55,7 +55,10 @@
 // flags into a [RunConfig]): the listener and the gRPC server, the hosts manager
 // and the preprocessing store, the TLS sources of the listener and the backends
 // (re-read on change and on SIGHUP, with the routing config), the admin server
-// (/metrics, /healthz, and /readyz answering the [Readiness] policy), and the
+// (/metrics, /healthz, /readyz answering the [Readiness] policy, and the status
+// page / with ListRoutes as JSON at /routes: statuspage.go, which only reads the
+// snapshot, the hosts manager's view and the counters, among them the arm
+// assignments the request path counts since start, armcount.go), and the
 // Consul registration. It shuts them down in order: deregister and stop the
 // admin server, stop accepting and finish in-flight calls, flush batches, stop
 // watchers, close backend connections.

@@ -208,9 +208,11 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) (err error) {
 	var serving atomic.Pointer[Server]
 	adminCtx, stopAdmin := context.WithCancel(ctx)
 	defer stopAdmin()
-	adminDone, err := startAdmin(adminCtx, cfg, deps, tel, log, func() error {
+	ready := func() error {
 		return Readiness(serving.Load(), deps.Now().Sub(startedAt) >= cfg.StartupGrace)
-	})
+	}
+	page := newStatusPage(serving.Load, ready, deps.Now, log)
+	adminDone, err := startAdmin(adminCtx, cfg, deps, tel, log, ready, page)
 	if err != nil {
 		return err
 	}
@@ -231,6 +233,7 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) (err error) {
 		return err
 	}
 	mgr.SetModels(first.ModelNames())
+	page.setHosts(mgr)
 	store := preprocess.NewStore(cfg.ModelRoot, preprocess.StoreOptions{PollInterval: cfg.SpecPollInterval, Logger: log, MeterProvider: tel.mp})
 
 	bg, stopBg := context.WithCancel(context.Background())

@@ -189,6 +189,9 @@ func (s *Server) predict(ctx context.Context, req *tfgatev1.PredictRequest, deco
 	if err != nil {
 		return nil, err
 	}
+	if rt.Kind == route.KindExperiment {
+		snap.countArm(m.Name, rt) // the status page's observed split
+	}
 	sigName := req.GetSignatureName()
 	if sigName == "" {
 		sigName = defaultSignature

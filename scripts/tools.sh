@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the pinned tools tfgate's build, tests and demo need, cached outside the
 # checkout so only the first run pays. Usage: scripts/tools.sh [tool...]
-# Tools: shell, protoc, protoc-gen, buf, consul, fauxqs, ghz, grpcurl, nginx. Default: all
-# of the first six (what `make test` and `make demo` need). Prints nothing for tools
-# already cached.
+# Tools: shell, protoc, protoc-gen, buf, consul, fauxqs, chromium, ghz, grpcurl, nginx.
+# Default: all of the first seven (what `make test` and `make demo` need). Prints nothing
+# for tools already cached.
 set -euo pipefail
 
 CACHE="${TFGATE_CACHE:-$HOME/.cache/tfgate}"
@@ -59,6 +59,13 @@ tool_grpcurl() { goinstall grpcurl "github.com/fullstorydev/grpcurl/cmd/grpcurl@
 
 tool_nginx() { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_install nginx-light; }
 
+# Debian's chromium package, pinned by package (bookworm's chromium, not a version: the
+# security archive replaces each version within weeks, so an exact pin would stop
+# installing). The gateway's status page test loads the page in it headless and takes
+# screenshots (gateway/statuspage_chromium_test.go; without it the test skips naming
+# chromium, and fails in CI).
+tool_chromium() { command -v chromium >/dev/null 2>&1 || apt_install chromium; }
+
 # Consul cannot be `go install`ed (replace directives); build it from the module source.
 tool_consul() {
   local stamp="$BIN/.consul.version"
@@ -96,7 +103,7 @@ tool_fauxqs() {
 }
 
 tools=("$@")
-[ ${#tools[@]} -eq 0 ] && tools=(shell protoc protoc-gen buf consul fauxqs)
+[ ${#tools[@]} -eq 0 ] && tools=(shell protoc protoc-gen buf consul fauxqs chromium)
 for t in "${tools[@]}"; do
   if ! declare -F "tool_$t" >/dev/null; then log "unknown tool $t"; exit 2; fi
   "tool_$t"

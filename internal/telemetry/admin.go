@@ -28,10 +28,14 @@ type AdminOptions struct {
 	Logger *slog.Logger
 	// ShutdownTimeout bounds the graceful stop in Serve. Default: 5s.
 	ShutdownTimeout time.Duration
+	// Routes are further handlers by http.ServeMux pattern (e.g. "GET /{$}"
+	// for the root only); they must not conflict with the routes above.
+	// Default: none.
+	Routes map[string]http.Handler
 }
 
-// Admin is the admin HTTP server: /metrics, /healthz, /readyz and optionally
-// /debug/pprof/.
+// Admin is the admin HTTP server: /metrics, /healthz, /readyz, optionally
+// /debug/pprof/, and the caller's AdminOptions.Routes.
 type Admin struct {
 	opts    AdminOptions
 	handler http.Handler
@@ -65,6 +69,9 @@ func NewAdmin(opts AdminOptions) *Admin {
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	for pattern, h := range opts.Routes {
+		mux.Handle(pattern, h)
 	}
 	a.handler = mux
 	return a
