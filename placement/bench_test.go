@@ -103,3 +103,52 @@ func BenchmarkDecide(b *testing.B) {
 		})
 	}
 }
+
+// TestFleetHostLeaveJoin measures movement at the benchmark's scale: 50,000
+// models over 20 hosts with room for all, one host leaves, then comes back.
+func TestFleetHostLeaveJoin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("50,000-model decisions")
+	}
+	in := fleet(50000, 20, 1.5)
+	in.Config.MaxMoves = 1 << 20
+	base, err := Decide(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leave := in
+	leave.Hosts = in.Hosts[1:]
+	leave.Previous = &base.Assignment
+	leave.Now = in.Now.Add(time.Hour)
+	dl, err := Decide(leave)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved, total := movement(base, dl)
+	t.Logf("leave: 1 of 20 hosts removed moved %d of %d versions (%.4f; 1/N = 0.05)", moved, total, float64(moved)/float64(total))
+	if f := float64(moved) / float64(total); f < 0.025 || f > 0.075 {
+		t.Errorf("leave moved %.4f, want about 0.05", f)
+	}
+	join := in
+	join.Previous = &dl.Assignment
+	join.Now = in.Now.Add(2 * time.Hour)
+	dj, err := Decide(join) // make-before-break: new copies on the joining host
+	if err != nil {
+		t.Fatal(err)
+	}
+	settle := join
+	settle.Previous = &dj.Assignment
+	settle.Now = in.Now.Add(3 * time.Hour)
+	for _, e := range dj.Assignment.Hosts[in.Hosts[0].ID].Entries {
+		settle.Resident = append(settle.Resident, Resident{Host: in.Hosts[0].ID, Key: e.Key, Bytes: e.Bytes})
+	}
+	ds, err := Decide(settle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved, total = movement(dl, ds)
+	t.Logf("join: 1 host added to 19 moved %d of %d versions (%.4f; 1/N = 0.05); %d moves started", moved, total, float64(moved)/float64(total), dj.Stats.Moved)
+	if f := float64(moved) / float64(total); f < 0.025 || f > 0.075 {
+		t.Errorf("join moved %.4f, want about 0.05", f)
+	}
+}

@@ -2,6 +2,7 @@ package placement
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/hashicorp/consul/api"
 )
 
@@ -55,6 +57,10 @@ type ControllerConfig struct {
 	Now func() time.Time
 }
 
+// ErrEmptyInput: the controller got no hosts or no catalog while versions are
+// placed, and keeps the placement rather than unload everything.
+var ErrEmptyInput = errors.New("placement input empty")
+
 // Controller defaults.
 const (
 	DefaultInterval   = 10 * time.Second
@@ -78,6 +84,9 @@ type Controller struct {
 
 	mu      sync.Mutex
 	written int // decisions written while leading, for tests and metrics
+	failed  int // decisions that failed or were refused
+
+	reportSum uint64 // of the last report written (lead loop only)
 }
 
 // NewController validates cfg and returns a controller; Run starts it.
@@ -319,6 +328,9 @@ func (c *Controller) retry(ctx context.Context, timer *time.Timer, delay *time.D
 	if ctx.Err() != nil {
 		return
 	}
+	c.mu.Lock()
+	c.failed++
+	c.mu.Unlock()
 	c.cfg.Logger.Warn("placement: "+what+" failed", "err", err, "retry_in", *delay)
 	timer.Reset(*delay)
 	*delay = min(*delay*2, c.cfg.RetryMax)
@@ -333,6 +345,11 @@ func (c *Controller) decideOnce(ctx context.Context, session string, st *Stored)
 	catalog, err := c.cfg.Catalog(ctx)
 	if err != nil {
 		return nil, WriteResult{}, fmt.Errorf("catalog: %w", err)
+	}
+	// Nothing is unloaded for lack of an answer: an empty host list or catalog
+	// while something is placed is a glitch upstream, not a fleet to empty.
+	if placed := st.Assignment.count(); placed > 0 && (len(hosts) == 0 || len(catalog) == 0) {
+		return nil, WriteResult{}, fmt.Errorf("%w: %d hosts and %d catalog versions while %d copies are placed; keeping the placement", ErrEmptyInput, len(hosts), len(catalog), placed)
 	}
 	reports, err := c.store.ReadReports(ctx)
 	if err != nil {
@@ -353,7 +370,28 @@ func (c *Controller) decideOnce(ctx context.Context, session string, st *Stored)
 		return nil, WriteResult{}, ctx.Err()
 	}
 	res, err := c.store.WriteAssignment(ctx, session, d.Assignment, st)
-	return d, res, err
+	if err != nil {
+		return d, res, err
+	}
+	// The report is rewritten only when what it says changes.
+	rep := NewReport(d, c.cfg.ID, now)
+	sum, _ := json.Marshal(Report{Stats: rep.Stats, Problems: rep.Problems, Versions: rep.Versions, Truncated: rep.Truncated})
+	if h := xxhash.Sum64(sum); h != c.reportSum || res.HostsWritten > 0 {
+		if err := c.store.WriteReport(ctx, session, rep); err != nil {
+			c.cfg.Logger.Warn("placement: report not written", "err", err)
+		} else {
+			c.reportSum = h
+		}
+	}
+	return d, res, nil
+}
+
+func (a *Assignment) count() int {
+	n := 0
+	for _, ha := range a.Hosts {
+		n += len(ha.Entries)
+	}
+	return n
 }
 
 // HostService selects one pool's hosts in the Consul catalog.

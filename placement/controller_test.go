@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -131,6 +132,13 @@ func TestControllerLeadership(t *testing.T) {
 		placed += len(ha.Entries)
 	}
 	t.Logf("leader %s placed %d copies", leader.c.cfg.ID, placed)
+	rep, err := store.ReadReport(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Leader != leader.c.cfg.ID || rep.Stats.Placed != placed || rep.Stats.Pending != 30 {
+		t.Errorf("report: leader %q stats %+v, want leader %q, %d placed, 30 pending", rep.Leader, rep.Stats, leader.c.cfg.ID, placed)
+	}
 
 	// Graceful handover: the leader stops; the follower leads at once (the lock
 	// is released, not left to expire) and reshuffles nothing.
@@ -333,5 +341,53 @@ func TestControllerKilledLeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	assignmentsEqual(t, after.Assignment, before.Assignment)
+}
+
+// TestControllerKeepsPlacementOnEmptyInput: a catalog that comes back empty while
+// models are placed is a glitch, not a reason to unload the fleet.
+func TestControllerKeepsPlacementOnEmptyInput(t *testing.T) {
+	consul := testenv.StartConsul(t)
+	cl := consul.Client(t)
+	ctx := t.Context()
+	catalog := mkCatalog(10, 10*mb)
+	var empty atomic.Bool
+	store := NewStore(cl, StoreConfig{Prefix: "t"})
+	now := time.Now()
+	if err := store.PutDemand(ctx, DemandReport{Gateway: "g", Updated: now, Versions: []DemandVersion{{Model: catalog[0].Model, Version: 1, Rate: 1, LastUsed: now}}}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewController(cl, ControllerConfig{
+		ID: "a", Policy: Config{Default: PoolConfig{MemoryMultiplier: 1}},
+		Store: StoreConfig{Prefix: "t", WaitTime: time.Second},
+		Hosts: func(context.Context) ([]Host, error) { return mkHosts(2, 100*mb), nil },
+		Catalog: func(context.Context) ([]Version, error) {
+			if empty.Load() {
+				return nil, nil
+			}
+			return catalog, nil
+		},
+		Interval: time.Hour, LockDelay: 10 * time.Millisecond, LockWait: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "first decision", func() bool { return c.writes() > 0 })
+	before, _ := store.ReadState(ctx)
+	if before.Assignment.count() != 1 {
+		t.Fatalf("placed %d copies, want 1", before.Assignment.count())
+	}
+	empty.Store(true)
+	c.Trigger()
+	waitFor(t, "the empty-catalog decision to be refused", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.failed > 0
+	})
+	after, _ := store.ReadState(ctx)
 	assignmentsEqual(t, after.Assignment, before.Assignment)
 }

@@ -69,6 +69,7 @@
 //	<prefix>/placement/<pool>/<host>/manifest        JSON Manifest: generation, per-shard {gen, sum, entries, bytes}
 //	<prefix>/placement/<pool>/<host>/shard/<i>.<gen> gzip text of the host's entries whose model hashes to shard i
 //	<prefix>/catalog/manifest, shard/<i>.<gen>       the model catalog, same format (Bytes = object bytes)
+//	<prefix>/placement-report                        gzip JSON Report: the leader's last decision (stats, problems, versions short of copies)
 //	<prefix>/status/<host>                           gzip JSON HostStatus, written by the host's sidecar
 //	<prefix>/demand/<gateway-id>                     gzip JSON DemandReport, written by each gateway
 //

@@ -46,6 +46,20 @@ func (s State) String() string {
 	return "unknown"
 }
 
+// MarshalText writes the state's name.
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads a state's name.
+func (s *State) UnmarshalText(b []byte) error {
+	for c := Placed; c <= Unplaceable; c++ {
+		if c.String() == string(b) {
+			*s = c
+			return nil
+		}
+	}
+	return fmt.Errorf("placement: unknown state %q", b)
+}
+
 // VersionState is the decision for one version, with the inputs that drove it.
 type VersionState struct {
 	Key
@@ -101,6 +115,20 @@ func (k ProblemKind) String() string {
 		return "required_not_resident"
 	}
 	return "unknown"
+}
+
+// MarshalText writes the kind's name.
+func (k ProblemKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// UnmarshalText reads a kind's name.
+func (k *ProblemKind) UnmarshalText(b []byte) error {
+	for c := HostNoCapacity; c <= RequiredNotResident; c++ {
+		if c.String() == string(b) {
+			*k = c
+			return nil
+		}
+	}
+	return fmt.Errorf("placement: unknown problem kind %q", b)
 }
 
 // Problem is something the controller must say out loud (log, count, ListPlacement)

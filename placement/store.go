@@ -643,3 +643,85 @@ func (s *Store) WriteCatalog(ctx context.Context, vs []Version, prev Written) (W
 	w, _, err := s.writeSharded(ctx, s.CatalogPrefix(), "", "catalog", "", es, prev, gen)
 	return w, err
 }
+
+// Report is what the leader says about its last decision, for ListPlacement on
+// any gateway: the counts, every problem, and the versions that are not fully
+// placed and are pinned, required or can never be placed. (Unrequired versions
+// waiting for room are only counted: at 50,000 models they can be most of the
+// catalog.)
+type Report struct {
+	Leader    string         `json:"leader"`
+	Generated time.Time      `json:"generated"`
+	Stats     Stats          `json:"stats"`
+	Problems  []Problem      `json:"problems,omitempty"`
+	Versions  []VersionState `json:"versions,omitempty"`
+	// Truncated counts problems and versions left out to respect the value limit.
+	Truncated int `json:"truncated,omitempty"`
+}
+
+// MaxReportItems bounds the problems plus versions in a Report.
+const MaxReportItems = 2000
+
+// NewReport summarizes a decision.
+func NewReport(d *Decision, leader string, now time.Time) Report {
+	r := Report{Leader: leader, Generated: now.UTC(), Stats: d.Stats}
+	for _, p := range d.Problems {
+		if len(r.Problems) == MaxReportItems {
+			r.Truncated++
+			continue
+		}
+		r.Problems = append(r.Problems, p)
+	}
+	for _, v := range d.Versions {
+		if v.State == Placed || (v.State != Unplaceable && !v.Pinned && v.Required == "") {
+			continue
+		}
+		if len(r.Problems)+len(r.Versions) >= MaxReportItems {
+			r.Truncated++
+			continue
+		}
+		r.Versions = append(r.Versions, v)
+	}
+	return r
+}
+
+// ReportKey is where the leader writes its Report.
+func (s *Store) ReportKey() string { return s.cfg.Prefix + "/placement-report" }
+
+// WriteReport writes the leader's report, guarded by its session when set.
+func (s *Store) WriteReport(ctx context.Context, session string, r Report) error {
+	var b bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&b, gzip.BestSpeed)
+	if err := json.NewEncoder(zw).Encode(r); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	if b.Len() > MaxValueBytes {
+		return fmt.Errorf("%w: report is %d bytes compressed", ErrTooLarge, b.Len())
+	}
+	var ops api.TxnOps
+	if session != "" {
+		ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCheckSession, Key: s.LockKey(), Session: session}})
+	}
+	ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: s.ReportKey(), Value: b.Bytes()}})
+	_, err := s.txn(ctx, ops)
+	return err
+}
+
+// ReadReport reads the leader's last report (ErrNotFound before the first).
+func (s *Store) ReadReport(ctx context.Context) (Report, error) {
+	p, _, err := s.c.KV().Get(s.ReportKey(), (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return Report{}, fmt.Errorf("placement: read report: %w", err)
+	}
+	if p == nil {
+		return Report{}, ErrNotFound
+	}
+	var r Report
+	if err := gunzipJSON(p.Value, &r); err != nil {
+		return Report{}, fmt.Errorf("placement: report: %w", err)
+	}
+	return r, nil
+}
