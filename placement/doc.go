@@ -21,10 +21,13 @@
 //     previous assignment from KV once, then on every interval, demand report or
 //     Trigger reads hosts, catalog, status and demand, runs Decide from what it
 //     last wrote and writes the changes. The lost-leadership channel cancels the
-//     leading context at once: no write is started after it. Shutdown releases the
+//     leading context at once, aborting a write in flight; a write that reaches
+//     Consul anyway fails its check-session. Shutdown releases the
 //     lock so a successor leads immediately; a killed leader is replaced when its
 //     session expires (TTL 10s; Consul allows up to 2x, then the lock-delay and
-//     consul/api's 5s retry: about 25s measured).
+//     consul/api's 5s retry: about 25s measured). A decision is refused (and the
+//     placement kept) when the host list or the catalog comes back empty while
+//     versions are placed: nothing is unloaded for lack of an answer.
 //
 // # Policy
 //
