@@ -56,7 +56,9 @@ var statusTemplate = template.Must(template.New("status").Funcs(template.FuncMap
 // last config reload and its error, readiness; and GET /routes, ListRoutes as
 // JSON. Everything shown is HTML-escaped by html/template (model, label and arm
 // names and error texts come from outside). It only reads: the routing
-// snapshot now serving, the hosts manager's view and the counters.
+// snapshot now serving, the hosts manager's view and the counters. A render
+// walks every model for the summary and describes one page of them: about
+// 20 ms at 50,000 models (BenchmarkStatusPage50k), every refresh per viewer.
 type statusPage struct {
 	server  func() *Server // nil until the gateway serves
 	ready   func() error   // /readyz's answer

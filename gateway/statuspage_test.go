@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -302,5 +303,30 @@ func TestStatusPageTemplateEscapes(t *testing.T) {
 	}
 	if n := strings.Count(out, "&lt;script&gt;alert(1)&lt;/script&gt;"); n < 15 {
 		t.Errorf("the field text is shown escaped %d times, want every field (15+):\n%s", n, out)
+	}
+}
+
+// BenchmarkStatusPage50k renders the page of a gateway routing 50,000 models
+// (the first page of 50 and the summary over all).
+func BenchmarkStatusPage50k(b *testing.B) {
+	var cfg strings.Builder
+	for i := range 50000 {
+		fmt.Fprintf(&cfg, "  customer-%06d: {pools: [p]}\n", i)
+	}
+	path := filepath.Join(b.TempDir(), "routes.yaml")
+	writeModels(b, path, cfg.String())
+	srv, err := New(Options{ConfigPath: path, Backends: newFakeBackends(b.TempDir()), Specs: StoreSpecs{scannedStore(b, b.TempDir())}, WatchInterval: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close(context.Background())
+	p := newStatusPage(func() *Server { return srv }, func() error { return nil }, time.Now, slog.New(slog.DiscardHandler))
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		p.serveHTML(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatal(rec.Code)
+		}
 	}
 }
