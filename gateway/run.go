@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -45,6 +44,9 @@ const (
 	DefaultReadyTimeout = 10 * time.Second
 	// DefaultStartupGrace bounds how long /readyz waits for start-up to settle.
 	DefaultStartupGrace = 2 * time.Minute
+	// DefaultStreamWorkers is how many goroutines serve streams (see
+	// RunConfig.StreamWorkers).
+	DefaultStreamWorkers = 256
 
 	// flowControlWindow is the HTTP/2 stream and connection window of the
 	// gateway's server and of its backend connections: grpc-go's upper bound for
@@ -96,6 +98,13 @@ type RunConfig struct {
 	// what they serve); after it, any routable version makes the gateway ready.
 	// Default 2m.
 	StartupGrace time.Duration
+	// StreamWorkers is the number of long-lived goroutines that run handlers
+	// (grpc.NumStreamWorkers). A stream arriving while every worker is busy gets
+	// a fresh goroutine, whose stack then grows through the handler's depth again
+	// (runtime.copystack): a handler blocks for the whole backend call, so this
+	// must cover the calls in flight, not the cores. Idle workers cost only their
+	// (shrunk) stacks. Default 256; negative: a goroutine per stream.
+	StreamWorkers int
 	// Consul, when set, registers the gateway in Consul (with a gRPC health
 	// check) once it serves and deregisters it as soon as shutdown starts. An
 	// empty Addr registers the listener's address; CheckTLS is turned on when
@@ -175,6 +184,9 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) (err error) {
 	}
 	if cfg.StartupGrace <= 0 {
 		cfg.StartupGrace = DefaultStartupGrace
+	}
+	if cfg.StreamWorkers == 0 {
+		cfg.StreamWorkers = DefaultStreamWorkers
 	}
 	log := deps.Logger
 	if log == nil {
@@ -274,10 +286,13 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) (err error) {
 		grpc.MaxSendMsgSize(cfg.MaxSendMsgSize),
 		grpc.ForceServerCodecV2(srv.codec),
 		grpc.StaticStreamWindowSize(flowControlWindow), grpc.StaticConnWindowSize(flowControlWindow),
-		// Serve streams on a fixed set of goroutines instead of a new one per
-		// request, whose stack grows afresh every time (6% of the CPU in profiles).
-		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 	}, tel.serverOpts...)
+	if cfg.StreamWorkers > 0 {
+		// Serve streams on long-lived goroutines instead of a new one per
+		// request, whose stack grows afresh every time (7% of the CPU at
+		// saturation with GOMAXPROCS workers, which a blocking handler keeps busy).
+		serverOpts = append(serverOpts, grpc.NumStreamWorkers(uint32(cfg.StreamWorkers)))
+	}
 	serverOpts = append(serverOpts, deps.ServerOptions...)
 	if certs.listener != nil {
 		serverOpts = append(serverOpts, grpc.Creds(certs.listener.Credentials()))

@@ -43,8 +43,11 @@ func main() {
 }
 
 func run(args []string) error {
-	cfg, logCfg, err := parseFlags(args, os.Stderr)
+	cfg, logCfg, gc, err := parseFlags(args, os.Stderr)
 	if err != nil {
+		return err
+	}
+	if err := gc.apply(os.Getenv); err != nil {
 		return err
 	}
 	log, err := telemetry.NewLogger(os.Stderr, logCfg)
@@ -67,11 +70,12 @@ func run(args []string) error {
 
 // parseFlags turns the command line into the gateway's configuration and the
 // log settings, checking what the flags alone decide.
-func parseFlags(args []string, out io.Writer) (gateway.RunConfig, telemetry.LogConfig, error) {
+func parseFlags(args []string, out io.Writer) (gateway.RunConfig, telemetry.LogConfig, gcSettings, error) {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(out)
 	var cfg gateway.RunConfig
 	var logCfg telemetry.LogConfig
+	var gc gcSettings
 	fs.StringVar(&cfg.ConfigPath, "config", "", "routing config file (YAML; required)")
 	fs.StringVar(&cfg.ModelRoot, "model-root", "", "model base path holding <model>/<version>/assets.extra/tfgate-preprocess.json (required)")
 	fs.StringVar(&cfg.Listen, "listen", gateway.DefaultListen, "gRPC listen address")
@@ -84,6 +88,9 @@ func parseFlags(args []string, out io.Writer) (gateway.RunConfig, telemetry.LogC
 	fs.StringVar(&cfg.AdminListen, "admin-listen", gateway.DefaultAdminListen, "admin HTTP address (/metrics, /healthz, /readyz); loopback by default; empty disables")
 	fs.DurationVar(&cfg.StartupGrace, "startup-grace", gateway.DefaultStartupGrace, "how long after start /readyz waits for every host's first answer about every model and for the signature checks of what they serve (then: ready on any routable version)")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ on the admin server")
+	fs.IntVar(&cfg.StreamWorkers, "stream-workers", gateway.DefaultStreamWorkers, "goroutines kept to run requests (cover the calls in flight; a request beyond them starts a new goroutine); negative: one goroutine per request")
+	fs.StringVar(&gc.gogc, "gogc", "", fmt.Sprintf("GC target percentage, or off (default: GOGC from the environment, else %d)", defaultGOGC))
+	fs.StringVar(&gc.memLimit, "gomemlimit", "", "soft memory limit, e.g. 2GiB, or off (default: GOMEMLIMIT from the environment, else 90% of the cgroup's memory.max when set)")
 	fs.StringVar(&logCfg.Format, "log-format", "json", "log format: json or text")
 	fs.StringVar(&logCfg.Level, "log-level", "info", "log level: debug, info, warn, error")
 	consulRegister := fs.Bool("consul-register", false, "register this gateway in Consul (agent from CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, ...) with a gRPC health check while it serves")
@@ -103,25 +110,25 @@ func parseFlags(args []string, out io.Writer) (gateway.RunConfig, telemetry.LogC
 	fs.BoolVar(&bt.Insecure, "backend-insecure", false, "call TF Serving in plaintext (stock TF Serving without --ssl_config_file)")
 	tlsReload := fs.Duration("tls-reload-interval", tlsconfig.DefaultReloadInterval, "how often certificate files are checked for changes")
 	if err := fs.Parse(args); err != nil {
-		return cfg, logCfg, err
+		return cfg, logCfg, gc, err
 	}
 	if cfg.ConfigPath == "" || cfg.ModelRoot == "" {
 		fs.Usage()
-		return cfg, logCfg, errors.New("--config and --model-root are required")
+		return cfg, logCfg, gc, errors.New("--config and --model-root are required")
 	}
 	if *subjects != "" {
 		lt.AllowedSubjects = strings.Split(*subjects, ",")
 	}
 	lt.ReloadInterval, bt.ReloadInterval = *tlsReload, *tlsReload
 	if err := lt.ValidateServer(); err != nil {
-		return cfg, logCfg, fmt.Errorf("listener TLS (--tls-cert/--tls-key, or --insecure): %w", err)
+		return cfg, logCfg, gc, fmt.Errorf("listener TLS (--tls-cert/--tls-key, or --insecure): %w", err)
 	}
 	if err := bt.ValidateClient(); err != nil {
-		return cfg, logCfg, fmt.Errorf("backend TLS (--backend-tls-*, or --backend-insecure): %w", err)
+		return cfg, logCfg, gc, fmt.Errorf("backend TLS (--backend-tls-*, or --backend-insecure): %w", err)
 	}
 	cfg.ListenerTLS, cfg.BackendTLS = &lt, &bt
 	if *consulRegister {
 		cfg.Consul = &discovery.Registration{Name: *consulService, Addr: *consulRegAddr}
 	}
-	return cfg, logCfg, nil
+	return cfg, logCfg, gc, nil
 }
