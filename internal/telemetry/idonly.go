@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/embedded"
 )
@@ -24,50 +23,94 @@ type idOnlyProvider struct {
 	tracer *idOnlyTracer
 }
 
-func newIDOnlyProvider(sampler sdktrace.Sampler) *idOnlyProvider {
-	return &idOnlyProvider{tracer: &idOnlyTracer{sampler: sampler}}
+func newIDOnlyProvider(name string, arg float64) *idOnlyProvider {
+	return &idOnlyProvider{tracer: &idOnlyTracer{sample: newDecider(name, arg)}}
 }
 
 func (p *idOnlyProvider) Tracer(string, ...trace.TracerOption) trace.Tracer { return p.tracer }
 
 type idOnlyTracer struct {
 	embedded.Tracer
-	sampler sdktrace.Sampler
+	sample decider
 }
 
 // Start follows the SDK's tracer.Start: a new root ignores the context's span;
-// otherwise the trace id and the sampler's parent are the context's span.
-func (t *idOnlyTracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
-	cfg := trace.NewSpanStartConfig(opts...)
-	sctx := ctx
-	if cfg.NewRoot() {
-		sctx = trace.ContextWithSpanContext(ctx, trace.SpanContext{})
+// otherwise the trace id and the sampler's parent are the context's span. It
+// reads the context's span once and builds no sampling parameters: the
+// configured sampler is one of the SDK's built-in ones, decided by [decider]
+// from the parent and the trace id alone, as the SDK's would.
+func (t *idOnlyTracer) Start(ctx context.Context, _ string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	var parent trace.SpanContext
+	if len(opts) == 0 {
+		parent = trace.SpanContextFromContext(ctx)
+	} else if cfg := trace.NewSpanStartConfig(opts...); !cfg.NewRoot() {
+		parent = trace.SpanContextFromContext(ctx)
 	}
-	parent := trace.SpanContextFromContext(sctx)
 	tid := parent.TraceID()
 	if !parent.IsValid() {
 		tid = newTraceID()
 	}
-	res := t.sampler.ShouldSample(sdktrace.SamplingParameters{
-		ParentContext: sctx,
-		TraceID:       tid,
-		Name:          name,
-		Kind:          cfg.SpanKind(),
-		Attributes:    cfg.Attributes(),
-		Links:         cfg.Links(),
-	})
 	flags := parent.TraceFlags() &^ trace.FlagsSampled
-	if res.Decision == sdktrace.RecordAndSample {
+	if t.sample(parent, tid) {
 		flags |= trace.FlagsSampled
 	}
+	// Every built-in sampler keeps the parent's trace state.
 	sc := trace.NewSpanContext(trace.SpanContextConfig{
 		TraceID:    tid,
 		SpanID:     newSpanID(),
 		TraceFlags: flags,
-		TraceState: res.Tracestate,
+		TraceState: parent.TraceState(),
 	})
 	ctx = trace.ContextWithSpanContext(ctx, sc)
 	return ctx, trace.SpanFromContext(ctx)
+}
+
+// decider is a built-in sampler's decision for a span with this parent (the
+// zero SpanContext for a root) and trace id.
+type decider func(parent trace.SpanContext, tid trace.TraceID) bool
+
+// newDecider is [newSampler]'s sampler as a decision, with the SDK's rules:
+// AlwaysSample and NeverSample; TraceIDRatioBased samples when the trace id's
+// low 63 bits (big-endian bytes 8-16, shifted right once) fall below
+// fraction*2^63 (always at fraction >= 1, never at <= 0); ParentBased follows a
+// valid parent's sampled flag, remote or local, and the root sampler otherwise.
+func newDecider(name string, arg float64) decider {
+	always := func(trace.SpanContext, trace.TraceID) bool { return true }
+	never := func(trace.SpanContext, trace.TraceID) bool { return false }
+	ratio := func(f float64) decider {
+		if f >= 1 {
+			return always
+		}
+		if f <= 0 {
+			return never
+		}
+		bound := uint64(f * (1 << 63))
+		return func(_ trace.SpanContext, tid trace.TraceID) bool {
+			return binary.BigEndian.Uint64(tid[8:16])>>1 < bound
+		}
+	}
+	parentBased := func(root decider) decider {
+		return func(p trace.SpanContext, tid trace.TraceID) bool {
+			if p.IsValid() {
+				return p.IsSampled()
+			}
+			return root(p, tid)
+		}
+	}
+	switch name {
+	case "always_on":
+		return always
+	case "always_off":
+		return never
+	case "traceidratio":
+		return ratio(arg)
+	case "parentbased_always_off":
+		return parentBased(never)
+	case "parentbased_traceidratio":
+		return parentBased(ratio(arg))
+	default:
+		return parentBased(always)
+	}
 }
 
 func newTraceID() trace.TraceID {

@@ -2,7 +2,11 @@ package telemetry
 
 import (
 	"context"
+	"encoding/binary"
+	"math/rand/v2"
 	"testing"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -77,5 +81,44 @@ func TestTracesNoneKeepsIDsWithoutRecording(t *testing.T) {
 			}
 			child.End()
 		})
+	}
+}
+
+// The id-only tracer decides sampling without the SDK's sampler; for every
+// configurable sampler it must decide as the SDK would.
+func TestDeciderMatchesSDKSampler(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, name := range validSamplers {
+		for _, arg := range []float64{0, 0.001, 0.25, 0.5, 0.999, 1} {
+			sdk, fast := newSampler(name, arg), newDecider(name, arg)
+			for i := range 2000 {
+				var tid trace.TraceID
+				binary.BigEndian.PutUint64(tid[:8], rng.Uint64())
+				binary.BigEndian.PutUint64(tid[8:], rng.Uint64())
+				ctx, parent := context.Background(), trace.SpanContext{}
+				if i%3 != 0 { // a parent, remote or local, sampled or not
+					parent = trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: trace.SpanID{1},
+						TraceFlags: trace.TraceFlags(i % 2), Remote: i%3 == 1})
+					ctx = trace.ContextWithSpanContext(ctx, parent)
+				}
+				want := sdk.ShouldSample(sdktrace.SamplingParameters{ParentContext: ctx, TraceID: tid, Name: "s"}).Decision == sdktrace.RecordAndSample
+				if got := fast(parent, tid); got != want {
+					t.Fatalf("%s(%v): parent %v trace %v: sampled = %v, the SDK's sampler says %v", name, arg, parent, tid, got, want)
+				}
+			}
+		}
+	}
+}
+
+func BenchmarkIDOnlyStart(b *testing.B) {
+	tr := newIDOnlyProvider("parentbased_always_on", 1).Tracer("b")
+	ctx := context.Background()
+	for range 12 { // a server call's context is this deep
+		ctx = context.WithValue(ctx, new(int), 1)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		_, span := tr.Start(ctx, "s")
+		span.End()
 	}
 }

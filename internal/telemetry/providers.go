@@ -124,7 +124,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Providers, error) {
 	if cfg.Traces != ExporterOTLP && cfg.Traces != ExporterConsole && len(opts.SpanProcessors) == 0 {
 		// Nothing would receive the spans: give them ids and sampling decisions
 		// (logs and traceparent stay as they were) without recording them.
-		p.TracerProvider = newIDOnlyProvider(newSampler(cfg.Sampler, cfg.SamplerArg))
+		p.TracerProvider = newIDOnlyProvider(cfg.Sampler, cfg.SamplerArg)
 	} else {
 		tp := sdktrace.NewTracerProvider(tpOpts...)
 		p.TracerProvider = tp
