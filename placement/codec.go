@@ -180,7 +180,8 @@ func DecodeManifest(b []byte) (Manifest, error) {
 // DecodeHost rebuilds a host's entries from its manifest and shard values, keyed
 // by (shard index, generation). A missing shard or a sum mismatch is ErrInconsistent.
 func DecodeHost(m Manifest, shards func(index int, gen uint64) ([]byte, bool)) ([]Entry, error) {
-	entries := make([]Entry, 0, m.Entries)
+	// The manifest's count is a hint from outside: never trust it for memory.
+	entries := make([]Entry, 0, min(max(m.Entries, 0), 1<<16))
 	for i, ref := range m.Shards {
 		z, ok := shards(i, ref.Gen)
 		if !ok {

@@ -366,6 +366,9 @@ func Decide(in Input) (*Decision, error) {
 		}
 		v := get(k)
 		v.rate, v.lastUsed = dm.Rate, dm.LastUsed
+		if !(v.rate >= 0) || math.IsInf(v.rate, 0) { // negative, NaN or infinite: a bad report
+			v.rate = 0
+		}
 	}
 	if in.Previous != nil {
 		ids := make([]string, 0, len(in.Previous.Hosts))
@@ -616,7 +619,9 @@ func Decide(in Input) (*Decision, error) {
 		homeBuf = home
 		for ci := 0; ci < len(v.copies) && budget > 0; ci++ {
 			c := v.copies[ci]
-			if c.draining || inRank(home, c.host) {
+			// A copy younger than min residency does not move yet: a version
+			// that just overflowed is not loaded twice in a row.
+			if c.draining || inRank(home, c.host) || now.Sub(c.since) < v.pool.cfg.MinResidency {
 				continue
 			}
 			for _, e := range home {

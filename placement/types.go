@@ -159,10 +159,11 @@ type Config struct {
 	Default PoolConfig `yaml:"default"`
 	// Pools overrides the policy per pool.
 	Pools map[string]PoolConfig `yaml:"pools"`
-	// MaxMoves bounds the rebalancing moves one decision makes (a copy that is not on
-	// one of its best-ranked hosts moving there, e.g. after a host joins). Moves are
-	// make-before-break: the old copy stays until the new host reports it loaded.
-	// Default 1000; negative disables rebalancing.
+	// MaxMoves bounds the rebalancing moves one decision makes (a copy past its
+	// min residency that is not on one of its best-ranked hosts moving there, e.g.
+	// after a host joins), so a join spreads its ~1/N of loads over several
+	// decisions. Moves are make-before-break: the old copy stays until the new
+	// host reports it loaded. Default 100; negative disables rebalancing.
 	MaxMoves int `yaml:"max_moves"`
 }
 
@@ -175,7 +176,7 @@ const (
 	DefaultHysteresis       = 0.25
 	DefaultMinResidency     = 5 * time.Minute
 	DefaultMemoryMultiplier = 1.2
-	DefaultMaxMoves         = 1000
+	DefaultMaxMoves         = 100
 )
 
 // WithDefaults fills unset fields.
