@@ -14,9 +14,23 @@ import (
 	"github.com/tfgate/tfgate/modelsync/journal"
 )
 
-// catchUpLoop runs catch-up at startup and then every CatchUpInterval.
+// catchUpLoop runs catch-up at startup and then every CatchUpInterval (in placement
+// mode: writes the catalog from the bucket listing instead).
 func (s *syncer) catchUpLoop(ctx context.Context) {
 	for {
+		if s.place != nil {
+			// Placement mode fetches only the assignment; the listing feeds the catalog.
+			n, err := s.place.writeCatalog(ctx)
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("catalog: listing or writing failed; next pass retries", "bucket", s.cfg.Bucket, "err", err)
+			} else if err == nil {
+				s.log.Info("catalog written from the bucket listing", "bucket", s.cfg.Bucket, "versions", n)
+			}
+			if s.cfg.CatchUpInterval == 0 || sleepCtx(ctx, time.Duration(s.cfg.CatchUpInterval)) != nil {
+				return
+			}
+			continue
+		}
 		n, err := s.catchUp(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("catch-up failed; next pass retries", "bucket", s.cfg.Bucket, "err", err)

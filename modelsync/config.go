@@ -156,6 +156,11 @@ type Config struct {
 	JournalMaxBytes int64 `json:"journal_max_bytes"`
 	// JournalFiles is how many rotated journals are kept. Default 8.
 	JournalFiles int `json:"journal_files"`
+
+	// Placement, when enabled, makes the base path hold exactly this host's
+	// assignment from Consul KV (package placement) instead of every model in the
+	// bucket. See PlacementConfig.
+	Placement PlacementConfig `json:"placement"`
 }
 
 // DefaultConfig returns the defaults.
@@ -185,6 +190,7 @@ func DefaultConfig() Config {
 		ReloadTimeout:        Duration(2 * time.Minute),
 		JournalMaxBytes:      64 << 20,
 		JournalFiles:         8,
+		Placement:            DefaultPlacementConfig(),
 	}
 }
 
@@ -227,8 +233,8 @@ func (c Config) Validate() error {
 	if c.BasePath == "" {
 		add("base_path is required")
 	}
-	if c.QueueURL == "" && !c.CatchUp {
-		add("queue_url is required unless catch_up is on")
+	if c.QueueURL == "" && !c.CatchUp && !c.Placement.Enabled {
+		add("queue_url is required unless catch_up or placement is on")
 	}
 	if c.CatchUp && c.Bucket == "" {
 		add("bucket is required with catch_up")
@@ -301,6 +307,7 @@ func (c Config) Validate() error {
 		}
 		pos("reload_timeout", int64(c.ReloadTimeout))
 	}
+	errs = append(errs, c.Placement.validate(c)...)
 	for _, in := range c.Include {
 		if in == "" || strings.Contains(strings.Trim(in, "/"), "/") || strings.Contains(in, "..") {
 			add("include %q: want a top-level directory name like assets", in)

@@ -164,6 +164,14 @@ func (s *syncer) handle(m sqstypes.Message) {
 			s.record(e)
 			continue
 		}
+		if s.place != nil {
+			if why, skip := s.place.skip(model, v); skip {
+				e.Model, e.Version = model, v
+				e.Outcome, e.Reason = journal.Ignored, why
+				s.record(e)
+				continue
+			}
+		}
 		if why, ok := s.rejected.get(r.Key, r.ETag); ok {
 			e.Model, e.Version = model, v
 			e.Outcome, e.Reason = journal.Rejected, "rejected before (same ETag "+r.ETag+"), not fetched again: "+why

@@ -55,6 +55,8 @@ type Deps struct {
 	TracerProvider trace.TracerProvider
 	// OnOutcome, when set, sees every journal entry (tests, benchmarks).
 	OnOutcome func(journal.Entry)
+	// Placement is placement mode's (Config.Placement.Enabled): NewPlacementDeps.
+	Placement PlacementDeps
 }
 
 type job struct {
@@ -101,6 +103,7 @@ type syncer struct {
 	msgs  map[*message]struct{}
 
 	rejected *rejectedSet
+	place    *placer // placement mode; nil otherwise
 
 	outcomes metric.Int64Counter
 	duration metric.Float64Histogram
@@ -147,6 +150,9 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	}
 	if cfg.CatchUp {
 		g.Go(func() error { s.catchUpLoop(gctx); return nil })
+	}
+	if s.place != nil {
+		g.Go(func() error { s.place.run(gctx); return nil })
 	}
 	_ = g.Wait()
 
@@ -247,6 +253,15 @@ func newSyncer(cfg Config, deps Deps) (*syncer, error) {
 		tp = tracenoop.NewTracerProvider()
 	}
 	s.tracer = tp.Tracer("github.com/tfgate/tfgate/modelsync")
+	if cfg.Placement.Enabled {
+		// The model config follows the assignment; the add-only reloader would load
+		// every version on disk.
+		s.deps.Reloader = nil
+		if s.place, err = newPlacer(s, deps.Placement); err != nil {
+			jr.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -271,6 +286,9 @@ func (s *syncer) record(e journal.Entry) {
 	}
 	s.log.Log(context.Background(), lvl, "sync "+e.Outcome, "model", e.Model, "version", e.Version,
 		"key", e.Key, "trigger", e.Trigger, "reason", e.Reason, "bytes", e.Bytes, "total_ms", e.PhasesMS["total"])
+	if s.place != nil {
+		s.place.observe(e)
+	}
 	if s.deps.OnOutcome != nil {
 		s.deps.OnOutcome(e)
 	}

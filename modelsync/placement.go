@@ -1,0 +1,840 @@
+package modelsync
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/tfgate/tfgate/modelsync/journal"
+	"github.com/tfgate/tfgate/modelsync/reload"
+	"github.com/tfgate/tfgate/placement"
+	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
+)
+
+// Placement mode: the sidecar keeps the base path and TF Serving's model config
+// equal to its host's assignment in Consul KV (see doc.go).
+
+// PlacementConfig configures placement mode.
+type PlacementConfig struct {
+	// Enabled turns placement mode on (-placement). Default false.
+	Enabled bool `json:"enabled"`
+	// Pool is the host's pool: its assignment is <kv_prefix>/placement/<pool>/<host>/.
+	// Default "default".
+	Pool string `json:"pool"`
+	// Host is the host's ID in the assignment (its Consul service ID). Required.
+	Host string `json:"host"`
+	// KVPrefix is the placement root in Consul KV. Default "tfgate".
+	KVPrefix string `json:"kv_prefix"`
+	// CacheBytes bounds the disk bytes of versions kept after they were unassigned
+	// (and unloaded), so a version placed back loads without an S3 download; past it
+	// the least recently unassigned go first. 0 keeps none. Default 10 GiB.
+	CacheBytes int64 `json:"cache_bytes"`
+	// PollInterval: while versions are loading, unloading or being fetched, TF
+	// Serving is asked for their state this often, and status is written to KV at
+	// most this often. Default 1s.
+	PollInterval Duration `json:"poll_interval"`
+	// StatusInterval: the full resync (disk, TF Serving's state of every model) and
+	// the status heartbeat in KV, when nothing is in flight. Default 10s.
+	StatusInterval Duration `json:"status_interval"`
+	// FailureBackoff is how long a version that failed to load (or whose archive was
+	// rejected) is reported as a failure, so the controller does not place it on this
+	// host again before then. Default 10m.
+	FailureBackoff Duration `json:"failure_backoff"`
+}
+
+// DefaultPlacementConfig returns placement mode's defaults (off).
+func DefaultPlacementConfig() PlacementConfig {
+	return PlacementConfig{
+		Pool:           placement.DefaultPoolName,
+		KVPrefix:       "tfgate",
+		CacheBytes:     10 << 30,
+		PollInterval:   Duration(time.Second),
+		StatusInterval: Duration(10 * time.Second),
+		FailureBackoff: Duration(10 * time.Minute),
+	}
+}
+
+func (p PlacementConfig) validate(c Config) []error {
+	if !p.Enabled {
+		return nil
+	}
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf("placement: "+format, a...)) }
+	if c.Mode != ModeServing {
+		add("needs mode %q (a gateway holds no models)", ModeServing)
+	}
+	if p.Host == "" {
+		add("host is required (the host's ID in the assignment, its Consul service ID)")
+	}
+	if p.Pool == "" || strings.Contains(p.Pool, "/") || strings.Contains(p.Host, "/") {
+		add("pool %q and host %q must be non-empty KV path segments", p.Pool, p.Host)
+	}
+	if c.TFServingAddr == "" || c.ModelConfigFile == "" {
+		add("tfserving_addr and model_config_file are required (the model config follows the assignment, and a version is deleted only once TF Serving reports it unloaded)")
+	}
+	if c.Bucket == "" {
+		add("bucket is required (assigned versions are fetched from it)")
+	}
+	if c.Retain != 0 {
+		add("retain %d: placement removes what is not assigned; retention must be 0", c.Retain)
+	}
+	if p.CacheBytes < 0 {
+		add("cache_bytes %d is negative", p.CacheBytes)
+	}
+	if p.PollInterval <= 0 || p.StatusInterval < p.PollInterval {
+		add("poll_interval %v must be positive and status_interval %v at least as long", time.Duration(p.PollInterval), time.Duration(p.StatusInterval))
+	}
+	if p.FailureBackoff <= 0 {
+		add("failure_backoff %v must be positive", time.Duration(p.FailureBackoff))
+	}
+	return errs
+}
+
+// BindPlacementFlags registers placement mode's flags, writing into c.Placement.
+func (c *Config) BindPlacementFlags(fs *flag.FlagSet) {
+	p := &c.Placement
+	fs.BoolVar(&p.Enabled, "placement", p.Enabled, "placement mode: sync exactly this host's assignment from Consul KV (CONSUL_HTTP_ADDR)")
+	fs.StringVar(&p.Pool, "placement-pool", p.Pool, "the host's pool in the assignment")
+	fs.StringVar(&p.Host, "placement-host", p.Host, "the host's ID in the assignment (its Consul service ID); required with -placement")
+	fs.StringVar(&p.KVPrefix, "placement-kv-prefix", p.KVPrefix, "placement root in Consul KV")
+	fs.Int64Var(&p.CacheBytes, "placement-cache-bytes", p.CacheBytes, "disk bytes of unassigned versions kept for a quick reload")
+	fs.Var(&p.PollInterval, "placement-poll-interval", "how often TF Serving is polled while versions load or unload")
+	fs.Var(&p.StatusInterval, "placement-status-interval", "full resync and status heartbeat interval")
+	fs.Var(&p.FailureBackoff, "placement-failure-backoff", "how long a failed load is reported, keeping the version off this host")
+}
+
+// ModelService is the part of TF Serving's ModelService placement mode uses
+// (same signatures as servingpb.ModelServiceClient).
+type ModelService interface {
+	GetModelStatus(ctx context.Context, in *servingpb.GetModelStatusRequest, opts ...grpc.CallOption) (*servingpb.GetModelStatusResponse, error)
+	HandleReloadConfigRequest(ctx context.Context, in *servingpb.ReloadConfigRequest, opts ...grpc.CallOption) (*servingpb.ReloadConfigResponse, error)
+}
+
+var _ ModelService = servingpb.ModelServiceClient(nil)
+
+// PlacementDeps are placement mode's collaborators (NewPlacementDeps builds them).
+type PlacementDeps struct {
+	// Store watches the host's assignment and takes its status.
+	Store *placement.Store
+	// TFServing is the local TF Serving.
+	TFServing ModelService
+	// OnStatus, when set, sees every status write and its error (tests).
+	OnStatus func(placement.HostStatus, error)
+}
+
+// NewPlacementDeps connects to Consul (api.DefaultConfig: CONSUL_HTTP_ADDR,
+// CONSUL_HTTP_TOKEN, ...) and to TF Serving at cfg.TFServingAddr.
+func NewPlacementDeps(cfg Config, log *slog.Logger) (PlacementDeps, func(), error) {
+	cl, err := api.NewClient(api.DefaultConfig())
+	if err != nil {
+		return PlacementDeps{}, nil, fmt.Errorf("consul client: %w", err)
+	}
+	conn, err := grpc.NewClient(cfg.TFServingAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return PlacementDeps{}, nil, fmt.Errorf("TF Serving address %q: %w", cfg.TFServingAddr, err)
+	}
+	st := placement.NewStore(cl, placement.StoreConfig{Prefix: cfg.Placement.KVPrefix, Logger: log})
+	return PlacementDeps{Store: st, TFServing: servingpb.NewModelServiceClient(conn)}, func() { conn.Close() }, nil
+}
+
+// placer is placement mode's state. The loop goroutine (run) owns everything
+// below mu's block; mu guards what the SQS receivers and the model goroutines
+// touch (the assignment for filtering, in-flight fetches, finished jobs).
+type placer struct {
+	s    *syncer
+	cfg  PlacementConfig
+	deps PlacementDeps
+	rl   *reload.Reloader
+	log  *slog.Logger
+	kick chan struct{}
+
+	mu       sync.Mutex
+	view     *placement.HostView // last known assignment; nil before the first
+	assigned map[placement.Key]bool
+	inflight map[placement.Key]bool
+	results  []journal.Entry
+
+	disk       map[placement.Key]int64     // published versions and their bytes
+	lastUsed   map[placement.Key]time.Time // on disk: when last assigned (or found)
+	states     map[placement.Key]*servingpb.ModelVersionStatus
+	configured map[placement.Key]time.Time // in the model config since (until AVAILABLE)
+	loadSec    map[placement.Key]float64
+	failures   map[placement.Key]placement.StatusFailure
+	retryAt    map[placement.Key]time.Time
+	attempts   map[placement.Key]int
+	awaiting   bool // removals waiting for TF Serving to unload
+	dirty      bool
+	lastFull   time.Time
+	lastStatus time.Time
+}
+
+func newPlacer(s *syncer, deps PlacementDeps) (*placer, error) {
+	if deps.Store == nil || deps.TFServing == nil {
+		return nil, errors.New("modelsync: placement mode needs Deps.Placement.Store and .TFServing (NewPlacementDeps)")
+	}
+	rl, err := reload.New(deps.TFServing, s.cfg.ModelConfigFile, s.cfg.BasePath)
+	if err != nil {
+		return nil, err
+	}
+	return &placer{
+		s: s, cfg: s.cfg.Placement, deps: deps, rl: rl, kick: make(chan struct{}, 1),
+		log:      s.log.With("pool", s.cfg.Placement.Pool, "host", s.cfg.Placement.Host),
+		inflight: map[placement.Key]bool{}, disk: map[placement.Key]int64{}, lastUsed: map[placement.Key]time.Time{},
+		states: map[placement.Key]*servingpb.ModelVersionStatus{}, configured: map[placement.Key]time.Time{},
+		loadSec: map[placement.Key]float64{}, failures: map[placement.Key]placement.StatusFailure{},
+		retryAt: map[placement.Key]time.Time{}, attempts: map[placement.Key]int{},
+	}, nil
+}
+
+func (p *placer) wake() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// skip says whether a notification for (model, v) is to be acknowledged without
+// publishing: the version is not assigned to this host, or no assignment is known.
+func (p *placer) skip(model string, v int64) (string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.view == nil {
+		return "placement: no assignment known for this host yet; what gets assigned is fetched then", true
+	}
+	if !p.assigned[placement.Key{Model: model, Version: v}] {
+		return fmt.Sprintf("placement: not assigned to host %s in pool %s", p.cfg.Host, p.cfg.Pool), true
+	}
+	return "", false
+}
+
+// observe sees every journal entry (syncer.record).
+func (p *placer) observe(e journal.Entry) {
+	if e.Model == "" {
+		return
+	}
+	p.mu.Lock()
+	if e.Trigger == triggerPlacement {
+		delete(p.inflight, placement.Key{Model: e.Model, Version: e.Version})
+	}
+	if e.Outcome != journal.Ignored {
+		p.results = append(p.results, e)
+	}
+	p.mu.Unlock()
+	p.wake()
+}
+
+const triggerPlacement = "placement"
+
+// run watches the assignment and reconciles until ctx ends.
+func (p *placer) run(ctx context.Context) {
+	updates := make(chan placement.HostView)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := p.deps.Store.WatchHost(ctx, p.cfg.Pool, p.cfg.Host, updates); err != nil {
+			p.log.Error("placement watch ended", "err", err)
+		}
+	}()
+	defer wg.Wait()
+	p.log.Info("placement mode: watching the host's assignment", "key", p.deps.Store.HostPrefix(p.cfg.Pool, p.cfg.Host))
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case v := <-updates:
+			p.setView(v)
+		case <-p.kick:
+		case <-timer.C:
+		}
+		timer.Reset(p.step(ctx))
+	}
+}
+
+func (p *placer) setView(v placement.HostView) {
+	as := make(map[placement.Key]bool, len(v.Assignment.Entries))
+	for _, e := range v.Assignment.Entries {
+		as[e.Key] = true
+	}
+	p.mu.Lock()
+	p.view, p.assigned = &v, as
+	p.mu.Unlock()
+	p.dirty = true
+	p.log.Info("placement: assignment received", "versions", len(as), "generation", v.Manifest.Generation, "index", v.Index)
+}
+
+// step is one reconcile: take finished jobs, look at the disk, fetch what is
+// missing, set the model config, remove what may go, report. It returns when to
+// step again if nothing wakes it earlier.
+func (p *placer) step(ctx context.Context) time.Duration {
+	now := time.Now()
+	full := now.Sub(p.lastFull) >= time.Duration(p.cfg.StatusInterval)
+	p.takeResults(now)
+	if full || p.dirty {
+		if err := p.scanDisk(); err != nil {
+			p.log.Warn("placement: cannot list the base path", "err", err)
+		}
+	}
+	p.mu.Lock()
+	view, assigned := p.view, p.assigned
+	p.mu.Unlock()
+	fetching := false
+	if view != nil {
+		fetching = p.fetchMissing(ctx, view, now)
+		p.applyConfig(ctx, view, assigned)
+	}
+	moving := p.pollStates(ctx, full, assigned)
+	if view != nil {
+		p.evict(ctx, assigned, now)
+	}
+	p.report(ctx, assigned, full)
+	if full {
+		p.lastFull = now
+	}
+	if fetching || moving || p.awaiting {
+		return time.Duration(p.cfg.PollInterval)
+	}
+	return time.Duration(p.cfg.StatusInterval)
+}
+
+// takeResults applies finished jobs: failures with their retry time.
+func (p *placer) takeResults(now time.Time) {
+	p.mu.Lock()
+	rs := p.results
+	p.results = nil
+	p.mu.Unlock()
+	for _, e := range rs {
+		k := placement.Key{Model: e.Model, Version: e.Version}
+		p.dirty = true
+		switch e.Outcome {
+		case journal.Published, journal.Duplicate:
+			delete(p.attempts, k)
+			delete(p.retryAt, k)
+		case journal.Rejected:
+			until := now.Add(time.Duration(p.cfg.FailureBackoff))
+			p.failures[k] = placement.StatusFailure{Model: k.Model, Version: k.Version, Reason: "archive rejected: " + journal.Truncate(e.Reason, 512), At: now.UTC(), Until: until.UTC()}
+			p.retryAt[k] = until
+		case journal.Failed, journal.Abandoned, journal.Conflict:
+			p.attempts[k]++
+			p.retryAt[k] = now.Add(p.s.bo(p.attempts[k]))
+		}
+	}
+}
+
+// scanDisk lists the published versions (numeric directories) and their sizes.
+func (p *placer) scanDisk() error {
+	models, err := p.s.store.Models()
+	if err != nil {
+		return err
+	}
+	seen := map[placement.Key]bool{}
+	var errs []error
+	for _, m := range models {
+		vs, err := p.s.store.Versions(m)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, v := range vs {
+			k := placement.Key{Model: m, Version: v}
+			seen[k] = true
+			if _, ok := p.disk[k]; ok {
+				continue
+			}
+			n, err := dirBytes(p.s.store.VersionDir(m, v))
+			if err != nil {
+				errs = append(errs, err)
+			}
+			p.disk[k] = n
+			if _, ok := p.lastUsed[k]; !ok {
+				// Found on disk (startup, or just published): it counts as used now.
+				p.lastUsed[k] = time.Now()
+			}
+		}
+	}
+	for k := range p.disk {
+		if !seen[k] {
+			delete(p.disk, k)
+			delete(p.lastUsed, k)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func dirBytes(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			n += info.Size()
+		}
+		return nil
+	})
+	return n, err
+}
+
+// fetchMissing submits a fetch for each assigned version not on disk (through the
+// same verified pipeline as notifications), as far as free slots allow. It
+// reports whether any fetch is in flight.
+func (p *placer) fetchMissing(ctx context.Context, view *placement.HostView, now time.Time) bool {
+	listed := map[string]map[int64]candidate{}
+	for _, e := range view.Assignment.Entries {
+		k := e.Key
+		if _, ok := p.disk[k]; ok {
+			continue
+		}
+		p.mu.Lock()
+		busy := p.inflight[k]
+		p.mu.Unlock()
+		if busy || now.Before(p.retryAt[k]) {
+			continue
+		}
+		cands, ok := listed[k.Model]
+		if !ok {
+			var err error
+			if cands, err = p.listModel(ctx, k.Model); err != nil {
+				p.log.Warn("placement: cannot list the model's objects; retrying", "model", k.Model, "err", err)
+				p.attempts[k]++
+				p.retryAt[k] = now.Add(p.s.bo(p.attempts[k]))
+				continue
+			}
+			listed[k.Model] = cands
+		}
+		c, ok := cands[k.Version]
+		if !ok {
+			p.attempts[k]++
+			p.retryAt[k] = now.Add(p.s.bo(p.attempts[k]))
+			p.failure(k, now, fmt.Sprintf("assigned, but no object in s3://%s/%s names this version", p.s.cfg.Bucket, p.s.layout.Prefix()))
+			continue
+		}
+		if why, bad := p.s.rejected.get(c.key, c.etag); bad {
+			p.retryAt[k] = now.Add(time.Duration(p.cfg.FailureBackoff))
+			p.failure(k, now, "archive rejected before (same ETag): "+journal.Truncate(why, 512))
+			continue
+		}
+		select {
+		case p.s.slots <- struct{}{}:
+		default:
+			return true // all slots busy: a finished job wakes the loop
+		}
+		p.mu.Lock()
+		p.inflight[k] = true
+		p.mu.Unlock()
+		p.s.submit(job{model: k.Model, version: k.Version, bucket: p.s.cfg.Bucket, key: c.key, etag: c.etag,
+			trigger: triggerPlacement, queued: now, note: "assigned to this host"})
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.inflight) > 0
+}
+
+func (p *placer) failure(k placement.Key, now time.Time, reason string) {
+	if f, ok := p.failures[k]; ok && f.Reason == reason && now.Before(f.Until) {
+		return
+	}
+	p.log.Warn("placement: assigned version not loadable here", "model", k.Model, "version", k.Version, "reason", reason)
+	p.failures[k] = placement.StatusFailure{Model: k.Model, Version: k.Version, Reason: reason, At: now.UTC(),
+		Until: now.Add(time.Duration(p.cfg.FailureBackoff)).UTC()}
+	p.dirty = true
+}
+
+// modelPrefixes are the listing prefixes that hold a model's objects under the
+// configured layouts: each layout up to its first placeholder after {model}.
+func (l *Layout) modelPrefixes(model string) []string {
+	var out []string
+	for _, pat := range l.patterns {
+		x := pat
+		if strings.HasPrefix(x, "{prefix}/") {
+			x = l.Prefix() + strings.TrimPrefix(x, "{prefix}/")
+		} else {
+			x = strings.ReplaceAll(x, "{prefix}", l.prefix)
+		}
+		x = strings.Replace(x, "{model}", model, 1)
+		if i := strings.Index(x, "{"); i >= 0 {
+			x = x[:i]
+		}
+		out = append(out, x)
+	}
+	slices.Sort(out)
+	// Drop a prefix another one covers.
+	var keep []string
+	for _, x := range out {
+		if len(keep) > 0 && strings.HasPrefix(x, keep[len(keep)-1]) {
+			continue
+		}
+		keep = append(keep, x)
+	}
+	return keep
+}
+
+// listModel lists a model's versions in the bucket: version -> object.
+func (p *placer) listModel(ctx context.Context, model string) (map[int64]candidate, error) {
+	out := map[int64]candidate{}
+	for _, prefix := range p.s.layout.modelPrefixes(model) {
+		in := &s3.ListObjectsV2Input{Bucket: aws.String(p.s.cfg.Bucket), Prefix: aws.String(prefix)}
+		for {
+			page, err := p.s.deps.S3.ListObjectsV2(ctx, in)
+			if err != nil {
+				return nil, err
+			}
+			for _, o := range page.Contents {
+				key := aws.ToString(o.Key)
+				m, v, err := p.s.layout.Parse(key)
+				if err != nil || m != model {
+					continue
+				}
+				if _, dup := out[v]; !dup { // the same version under two layouts: first wins
+					out[v] = candidate{version: v, key: key, etag: strings.Trim(aws.ToString(o.ETag), `"`)}
+				}
+			}
+			if !aws.ToBool(page.IsTruncated) || page.NextContinuationToken == nil {
+				break
+			}
+			in.ContinuationToken = page.NextContinuationToken
+		}
+	}
+	return out, nil
+}
+
+// applyConfig sets TF Serving's model config to the assigned versions that are on
+// disk (a model with none yet is left out: TF Serving would block the reload
+// waiting for it). Unchanged configs send nothing (reload.Reloader.Set).
+func (p *placer) applyConfig(ctx context.Context, view *placement.HostView, assigned map[placement.Key]bool) {
+	byModel := map[string][]int64{}
+	for _, e := range view.Assignment.Entries {
+		if _, ok := p.disk[e.Key]; ok {
+			byModel[e.Model] = append(byModel[e.Model], e.Version)
+		}
+	}
+	models := make([]reload.Model, 0, len(byModel))
+	for m, vs := range byModel {
+		models = append(models, reload.Model{Name: m, Versions: vs})
+	}
+	rctx, cancel := context.WithTimeout(ctx, time.Duration(p.s.cfg.ReloadTimeout))
+	defer cancel()
+	start := time.Now()
+	sent, err := p.rl.Set(rctx, models)
+	if sent {
+		p.dirty = true
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			p.log.Warn("placement: TF Serving reload failed; the next step resends", "models", len(models), "err", err, "took", time.Since(start))
+		}
+		return
+	}
+	if !sent {
+		return
+	}
+	p.log.Info("placement: TF Serving model config set", "models", len(models), "took", time.Since(start))
+	for _, m := range models {
+		for _, v := range m.Versions {
+			k := placement.Key{Model: m.Name, Version: v}
+			if st := p.states[k]; st.GetState() != servingpb.ModelVersionStatus_AVAILABLE {
+				if _, ok := p.configured[k]; !ok {
+					p.configured[k] = start
+				}
+			}
+		}
+	}
+	for k := range p.configured {
+		if !assigned[k] {
+			delete(p.configured, k)
+		}
+	}
+}
+
+// pollStates asks TF Serving for the state of versions: every model on disk or
+// assigned on a full pass, else only models with versions in transition. It
+// reports whether any version is still in transition (loading or unloading).
+func (p *placer) pollStates(ctx context.Context, full bool, assigned map[placement.Key]bool) bool {
+	models := map[string]bool{}
+	if full {
+		for k := range p.disk {
+			models[k.Model] = true
+		}
+		for k := range assigned {
+			models[k.Model] = true
+		}
+	} else {
+		for k := range p.configured {
+			models[k.Model] = true
+		}
+		for k := range p.disk {
+			if st := p.states[k]; !assigned[k] && !unloaded(st) {
+				models[k.Model] = true // unassigned, still loaded: unloading
+			}
+		}
+	}
+	now := time.Now()
+	for _, m := range slices.Sorted(maps.Keys(models)) {
+		sts, err := p.modelStatus(ctx, m)
+		if err != nil {
+			if ctx.Err() == nil {
+				p.log.Debug("placement: GetModelStatus failed", "model", m, "err", err)
+			}
+			continue
+		}
+		for k := range p.states {
+			if k.Model == m && sts[k.Version] == nil {
+				delete(p.states, k) // TF Serving no longer knows it: not loaded
+			}
+		}
+		for v, st := range sts {
+			k := placement.Key{Model: m, Version: v}
+			if old := p.states[k]; old.GetState() != st.GetState() {
+				p.dirty = true
+			}
+			p.states[k] = st
+			since, pending := p.configured[k]
+			switch {
+			case st.GetState() == servingpb.ModelVersionStatus_AVAILABLE:
+				if pending {
+					p.loadSec[k] = now.Sub(since).Seconds()
+					delete(p.configured, k)
+				}
+				delete(p.failures, k)
+			case st.GetState() == servingpb.ModelVersionStatus_END && st.GetStatus().GetErrorCode() != 0 && assigned[k]:
+				delete(p.configured, k)
+				p.failure(k, now, fmt.Sprintf("load failed: %s: %s", codes.Code(st.GetStatus().GetErrorCode()), st.GetStatus().GetErrorMessage()))
+			case pending && now.Sub(since) > time.Duration(p.s.cfg.ReloadTimeout):
+				p.failure(k, now, fmt.Sprintf("not AVAILABLE %v after it was added to the model config (state %v)", time.Duration(p.s.cfg.ReloadTimeout), st.GetState()))
+			}
+		}
+	}
+	if len(p.configured) > 0 {
+		return true
+	}
+	for k := range p.disk {
+		if !assigned[k] && !unloaded(p.states[k]) {
+			return true
+		}
+	}
+	return false
+}
+
+func compareKeys(a, b placement.Key) int {
+	return cmp.Or(strings.Compare(a.Model, b.Model), cmp.Compare(a.Version, b.Version))
+}
+
+// modelStatus is GetModelStatus for all versions of a model; a model TF Serving
+// does not know has none.
+func (p *placer) modelStatus(ctx context.Context, model string) (map[int64]*servingpb.ModelVersionStatus, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := p.deps.TFServing.GetModelStatus(cctx, &servingpb.GetModelStatusRequest{ModelSpec: &servingpb.ModelSpec{Name: model}})
+	if status.Code(err) == codes.NotFound {
+		return map[int64]*servingpb.ModelVersionStatus{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := map[int64]*servingpb.ModelVersionStatus{}
+	for _, st := range resp.GetModelVersionStatus() {
+		out[st.GetVersion()] = st
+	}
+	return out, nil
+}
+
+// unloaded: TF Serving holds nothing of the version (ended, or unknown to it).
+func unloaded(st *servingpb.ModelVersionStatus) bool {
+	return st == nil || st.GetState() == servingpb.ModelVersionStatus_END
+}
+
+// versionUnloaded asks TF Serving about one version right before its files go.
+func (p *placer) versionUnloaded(ctx context.Context, k placement.Key) (bool, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := p.deps.TFServing.GetModelStatus(cctx, &servingpb.GetModelStatusRequest{ModelSpec: &servingpb.ModelSpec{
+		Name: k.Model, VersionChoice: &servingpb.ModelSpec_Version{Version: wrapperspb.Int64(k.Version)}}})
+	if status.Code(err) == codes.NotFound {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	for _, st := range resp.GetModelVersionStatus() {
+		if st.GetVersion() == k.Version && !unloaded(st) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// evict keeps unassigned versions on disk up to CacheBytes, removing the least
+// recently unassigned beyond it, each only once TF Serving reports it unloaded.
+func (p *placer) evict(ctx context.Context, assigned map[placement.Key]bool, now time.Time) {
+	var cached []placement.Key
+	var bytes int64
+	for k, n := range p.disk {
+		if assigned[k] {
+			p.lastUsed[k] = now // in use
+			continue
+		}
+		cached = append(cached, k)
+		bytes += n
+	}
+	p.awaiting = false
+	if bytes <= p.cfg.CacheBytes {
+		return
+	}
+	slices.SortFunc(cached, func(a, b placement.Key) int {
+		if c := p.lastUsed[a].Compare(p.lastUsed[b]); c != 0 {
+			return c
+		}
+		return compareKeys(a, b)
+	})
+	for _, k := range cached {
+		if bytes <= p.cfg.CacheBytes {
+			return
+		}
+		p.mu.Lock()
+		busy := p.inflight[k]
+		p.mu.Unlock()
+		if busy {
+			continue
+		}
+		ok, err := p.versionUnloaded(ctx, k)
+		if err != nil || !ok {
+			p.awaiting = true
+			p.log.Debug("placement: unassigned version still loaded; kept until TF Serving unloads it", "model", k.Model, "version", k.Version, "err", err)
+			continue
+		}
+		if err := p.s.store.Remove(k.Model, k.Version); err != nil && !errors.Is(err, os.ErrNotExist) {
+			p.log.Warn("placement: removing an unassigned version failed", "model", k.Model, "version", k.Version, "err", err)
+			continue
+		}
+		bytes -= p.disk[k]
+		p.log.Info("placement: removed an unassigned version", "model", k.Model, "version", k.Version,
+			"bytes", p.disk[k], "unassigned_since", p.lastUsed[k], "cache_bytes", bytes)
+		delete(p.disk, k)
+		delete(p.lastUsed, k)
+		delete(p.states, k)
+		delete(p.loadSec, k)
+		p.dirty = true
+	}
+}
+
+// report writes the host's status to KV: at most once per PollInterval when
+// something changed, and on every full pass (the heartbeat readers judge
+// freshness by).
+func (p *placer) report(ctx context.Context, assigned map[placement.Key]bool, full bool) {
+	now := time.Now()
+	if !full && (!p.dirty || now.Sub(p.lastStatus) < time.Duration(p.cfg.PollInterval)) {
+		return
+	}
+	st := placement.HostStatus{Host: p.cfg.Host, Pool: p.cfg.Pool, Updated: now.UTC(), Resident: []placement.StatusVersion{}}
+	for k, s := range p.states {
+		if s.GetState() == servingpb.ModelVersionStatus_AVAILABLE {
+			// Bytes: TF Serving does not report a version's memory; 0 means unknown.
+			st.Resident = append(st.Resident, placement.StatusVersion{Model: k.Model, Version: k.Version, LoadSeconds: p.loadSec[k]})
+		}
+	}
+	slices.SortFunc(st.Resident, func(a, b placement.StatusVersion) int {
+		return compareKeys(placement.Key{Model: a.Model, Version: a.Version}, placement.Key{Model: b.Model, Version: b.Version})
+	})
+	for k, f := range p.failures {
+		if !now.Before(f.Until) {
+			delete(p.failures, k)
+			continue
+		}
+		st.Failures = append(st.Failures, f)
+	}
+	slices.SortFunc(st.Failures, func(a, b placement.StatusFailure) int {
+		return compareKeys(placement.Key{Model: a.Model, Version: a.Version}, placement.Key{Model: b.Model, Version: b.Version})
+	})
+	for _, n := range p.disk {
+		st.DiskBytes += n
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err := p.deps.Store.PutStatus(cctx, st)
+	cancel()
+	if p.deps.OnStatus != nil {
+		p.deps.OnStatus(st, err)
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			p.log.Warn("placement: writing host status failed; keeping the assignment, retrying", "err", err)
+		}
+		return
+	}
+	p.lastStatus, p.dirty = now, false
+}
+
+// writeCatalog lists the bucket and writes every model version in it, with its
+// object size, to the catalog in KV (the controller's input), check-and-set
+// against what it read; an unchanged catalog writes nothing. Objects rejected
+// before (same ETag) are left out. It returns how many versions the catalog has.
+func (p *placer) writeCatalog(ctx context.Context) (int, error) {
+	seen := map[placement.Key]bool{}
+	var vs []placement.Version
+	in := &s3.ListObjectsV2Input{Bucket: aws.String(p.s.cfg.Bucket), Prefix: aws.String(p.s.layout.Prefix())}
+	for {
+		out, err := p.s.deps.S3.ListObjectsV2(ctx, in)
+		if err != nil {
+			return 0, err
+		}
+		for _, o := range out.Contents {
+			key := aws.ToString(o.Key)
+			m, v, err := p.s.layout.Parse(key)
+			if err != nil {
+				continue
+			}
+			if _, bad := p.s.rejected.get(key, strings.Trim(aws.ToString(o.ETag), `"`)); bad {
+				continue
+			}
+			k := placement.Key{Model: m, Version: v}
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			vs = append(vs, placement.Version{Key: k, ObjectBytes: aws.ToInt64(o.Size)})
+		}
+		if !aws.ToBool(out.IsTruncated) || out.NextContinuationToken == nil {
+			break
+		}
+		in.ContinuationToken = out.NextContinuationToken
+	}
+	var err error
+	for range 3 {
+		var prev placement.Written
+		if _, prev, err = p.deps.Store.ReadCatalog(ctx); err != nil && !prev.Present {
+			return 0, err // a torn catalog (prev present) is overwritten
+		}
+		if _, err = p.deps.Store.WriteCatalog(ctx, vs, prev); !errors.Is(err, placement.ErrConflict) {
+			break
+		}
+	}
+	if err != nil {
+		return 0, fmt.Errorf("write the catalog: %w", err)
+	}
+	return len(vs), nil
+}
