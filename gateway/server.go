@@ -430,11 +430,11 @@ func checkTensor(t *tfpb.TensorProto) error {
 	if t.GetDtype() == tfpb.DataType_DT_INVALID {
 		return errors.New("dtype is not set: set it (e.g. DT_FLOAT)")
 	}
-	dims, err := tensor.Dims(t)
+	rank, err := tensor.Rank(t)
 	if err != nil {
 		return err
 	}
-	if len(dims) == 0 {
+	if rank == 0 {
 		return errors.New("shape has no dimensions: raw inputs are batches, dimension 0 is the batch size")
 	}
 	if tensor.ElemSize(t.GetDtype()) == 0 && t.GetDtype() != tfpb.DataType_DT_STRING {

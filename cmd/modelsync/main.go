@@ -2,6 +2,7 @@
 // Serving model base path when S3 event notifications arrive on SQS.
 //
 //	modelsync run -base-path /models -queue-url URL -bucket B [flags]   (or: modelsync -base-path ...)
+//	modelsync run -placement -placement-host ID ... (sync only this host's assignment; Consul from CONSUL_HTTP_ADDR)
 //	modelsync publish -bucket B -model M -version V [-queue-url URL [-sns]] DIR
 //	modelsync history -base-path /models [-model M] [-outcome failed,rejected] [-since 24h] [-sort duration -desc]
 //	modelsync extract [-root V] [-gzip klauspost|std] [-fsync] ARCHIVE DIR   (check an archive as the sidecar would)
@@ -71,6 +72,7 @@ func run(ctx context.Context, args []string) error {
 	adminAddr := fs.String("admin-listen", "", "admin HTTP address serving /metrics, /healthz, /readyz (e.g. :9502); empty disables")
 	pprof := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin server")
 	cfg.BindFlags(fs)
+	cfg.BindPlacementFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -90,6 +92,13 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer closeDeps()
 	deps.Logger, deps.Meter, deps.TracerProvider = log, prov.MeterProvider, prov.TracerProvider
+	if cfg.Placement.Enabled {
+		var closePlacement func()
+		if deps.Placement, closePlacement, err = modelsync.NewPlacementDeps(cfg, log); err != nil {
+			return err
+		}
+		defer closePlacement()
+	}
 	if *adminAddr == "" {
 		return modelsync.Run(ctx, cfg, deps)
 	}

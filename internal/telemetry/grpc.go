@@ -99,7 +99,11 @@ type RequestMetrics struct {
 	maxModels int64
 	nModels   atomic.Int64
 	models    sync.Map // string -> struct{}
-	sets      sync.Map // seriesKey -> metric.RecordOption (built once per series)
+	// sets holds each series' attribute set, built once. A map under a read
+	// lock rather than a sync.Map, whose any-typed key would allocate a copy of
+	// the seriesKey on every lookup.
+	mu   sync.RWMutex
+	sets map[seriesKey]metric.RecordOption
 }
 
 type seriesKey struct {
@@ -165,21 +169,38 @@ func (m *RequestMetrics) Record(ctx context.Context, method string, req, resp an
 	if k.model != "" {
 		k.model = m.modelLabel(k.model)
 	}
-	opt, ok := m.sets.Load(k)
+	m.mu.RLock()
+	opt, ok := m.sets[k]
+	m.mu.RUnlock()
 	if !ok {
-		version := ""
-		if k.version != 0 {
-			version = strconv.FormatInt(k.version, 10)
-		}
-		opt, _ = m.sets.LoadOrStore(k, metric.WithAttributeSet(attribute.NewSet(
-			attribute.String("rpc.method", k.method),
-			attribute.String("model", k.model),
-			attribute.String("version", version),
-			attribute.String("arm", k.arm),
-			attribute.String("rpc.response.status_code", k.code.String()),
-		)))
+		opt = m.series(k)
 	}
-	m.hist.Record(ctx, d.Seconds(), opt.(metric.RecordOption))
+	m.hist.Record(ctx, d.Seconds(), opt)
+}
+
+// series builds and keeps k's attribute set (the first request of a series).
+func (m *RequestMetrics) series(k seriesKey) metric.RecordOption {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if opt, ok := m.sets[k]; ok {
+		return opt
+	}
+	version := ""
+	if k.version != 0 {
+		version = strconv.FormatInt(k.version, 10)
+	}
+	opt := metric.WithAttributeSet(attribute.NewSet(
+		attribute.String("rpc.method", k.method),
+		attribute.String("model", k.model),
+		attribute.String("version", version),
+		attribute.String("arm", k.arm),
+		attribute.String("rpc.response.status_code", k.code.String()),
+	))
+	if m.sets == nil {
+		m.sets = make(map[seriesKey]metric.RecordOption)
+	}
+	m.sets[k] = opt
+	return opt
 }
 
 // AccessLog is a unary server interceptor writing one debug-level line per RPC

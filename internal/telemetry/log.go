@@ -162,10 +162,10 @@ func incomingRequestID(ctx context.Context) context.Context {
 		return ctx
 	}
 	id := ""
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get(RequestIDHeader); len(v) > 0 && ValidRequestID(v[0]) {
-			id = v[0]
-		}
+	// ValueFromIncomingContext reads the one key; FromIncomingContext would
+	// copy every header of every request.
+	if v := metadata.ValueFromIncomingContext(ctx, RequestIDHeader); len(v) > 0 && ValidRequestID(v[0]) {
+		id = v[0]
 	}
 	if id == "" {
 		id = NewRequestID()

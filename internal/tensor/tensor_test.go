@@ -2,6 +2,7 @@ package tensor
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"reflect"
 	"testing"
@@ -216,4 +217,25 @@ func FuzzRead(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestRankChecksLikeDims(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		t    *tfpb.TensorProto
+	}{
+		{"scalar", &tfpb.TensorProto{}},
+		{"matrix", &tfpb.TensorProto{TensorShape: Shape(2, 3)}},
+		{"negative", &tfpb.TensorProto{TensorShape: Shape(2, -1)}},
+		{"unknown rank", &tfpb.TensorProto{TensorShape: &tfpb.TensorShapeProto{UnknownRank: true}}},
+		{"too many", &tfpb.TensorProto{TensorShape: Shape(make([]int64, MaxDims+1)...)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dims, derr := Dims(tc.t)
+			rank, rerr := Rank(tc.t)
+			if fmt.Sprint(derr) != fmt.Sprint(rerr) || (derr == nil && rank != len(dims)) {
+				t.Errorf("Rank = %d, %v; Dims = %v, %v", rank, rerr, dims, derr)
+			}
+		})
+	}
 }
