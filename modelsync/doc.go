@@ -19,13 +19,44 @@
 //   - Versions of one model are processed one at a time, lowest version first among
 //     those waiting; different models proceed in parallel.
 //
-// Modes: in serving mode whole versions go to a TF Serving model base path, and a model
-// new to the host is added to TF Serving with HandleReloadConfigRequest (package
+// Modes: in serving mode whole versions go to a TF Serving model base path, and (outside
+// placement mode) a model new to the host is added to TF Serving with HandleReloadConfigRequest (package
 // reload). In gateway mode only Include (assets/, assets.extra/) of each version is
 // extracted into a gateway's preprocessing spec directory, so gateways never download
 // weights. With no queue and CatchUpInterval 0, Run is a one-shot sync.
 //
+// Placement mode (Config.Placement, placement.go): the base path holds exactly the
+// host's assignment in Consul KV (package placement), not every model in the bucket.
+//   - The assignment is watched with placement.Store.WatchHost. Until one arrives, and
+//     while Consul is unreachable or answers with no assignment, the last known one
+//     stands: nothing is fetched for lack of it and nothing is unloaded (architecture
+//     invariant 8). Notifications are acknowledged and journaled as ignored when their
+//     version is not assigned (or no assignment is known yet): what is assigned later
+//     is fetched then, so none is lost.
+//   - Assigned versions missing from disk are found by listing the model's keys and
+//     fetched as jobs through the same scheduler and pipeline as notifications (same
+//     slots, workers, verification, atomic publish); a rejected archive is not
+//     fetched again and is reported as a failure.
+//   - TF Serving's model config names exactly the assigned versions that are on disk,
+//     each model with a specific version policy (reload.Reloader.Set), so a cached
+//     version is never loaded; a model with none on disk yet is left out, since the
+//     reload would block until it loaded. Reloads are serialized and bounded by
+//     ReloadTimeout; after a timeout the config is resent (TF Serving then no longer
+//     waits for it) and a version still not AVAILABLE after ReloadTimeout is
+//     reported as a failure.
+//   - Unassigned versions stay on disk as a cache of at most CacheBytes, the least
+//     recently assigned leaving first, and a version's files are deleted only after
+//     GetModelStatus reports it END or unknown: never under a loaded model.
+//   - The host's status (what TF Serving reports AVAILABLE, with load seconds; bytes
+//     on disk; failures with reasons and a FailureBackoff) is written with
+//     placement.Store.PutStatus when it changed, at most once per PollInterval, and
+//     every StatusInterval as a heartbeat. Catch-up, instead of fetching, writes the
+//     catalog (every version in the bucket and its object size) with
+//     placement.Store.WriteCatalog, check-and-set; an unchanged catalog writes nothing.
+//
 // Concurrency: Run owns every goroutine it starts and returns only after all of them
 // have ended. Receivers, a heartbeat that extends the visibility of in-flight messages,
-// the catch-up loop, and one goroutine per model with queued work.
+// the catch-up loop, one goroutine per model with queued work, and in placement mode
+// one reconcile loop (which alone changes the model config and deletes versions) with
+// its assignment watcher.
 package modelsync
