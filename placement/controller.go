@@ -13,6 +13,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/hashicorp/consul/api"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // ControllerConfig is what a controller needs besides the Consul client.
@@ -53,6 +54,8 @@ type ControllerConfig struct {
 	RetryMin, RetryMax time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
+	// MeterProvider receives the controller's metrics; nil means no-op.
+	MeterProvider metric.MeterProvider
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -87,6 +90,7 @@ type Controller struct {
 	failed  int // decisions that failed or were refused
 
 	reportSum uint64 // of the last report written (lead loop only)
+	metrics   *controllerMetrics
 }
 
 // NewController validates cfg and returns a controller; Run starts it.
@@ -138,6 +142,11 @@ func NewController(client *api.Client, cfg ControllerConfig) (*Controller, error
 		cfg.Now = time.Now
 	}
 	c := &Controller{cfg: cfg, client: client, store: NewStore(client, cfg.Store), trigger: make(chan struct{}, 1)}
+	m, err := newControllerMetrics(cfg.MeterProvider, c)
+	if err != nil {
+		return nil, fmt.Errorf("placement metrics: %w", err)
+	}
+	c.metrics = m
 	if cfg.Catalog == nil {
 		c.cfg.Catalog = func(ctx context.Context) ([]Version, error) {
 			vs, _, err := c.store.ReadCatalog(ctx)
@@ -292,7 +301,9 @@ func (c *Controller) lead(ctx context.Context, session string) error {
 			}
 			st = s
 		}
+		start := time.Now()
 		d, res, err := c.decideOnce(ctx, session, st)
+		c.metrics.record(ctx, start, d, res, err)
 		if err != nil {
 			if errors.Is(err, ErrConflict) {
 				st = nil // someone wrote since we read: re-read (and if we are deposed, ctx ends)

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/tfgate/tfgate/internal/testenv"
 )
@@ -190,12 +192,14 @@ func TestControllerDemandTriggers(t *testing.T) {
 	cl := consul.Client(t)
 	ctx := t.Context()
 	catalog := mkCatalog(10, 10*mb)
+	reader := sdkmetric.NewManualReader()
 	c, err := NewController(cl, ControllerConfig{
 		ID: "a", Policy: Config{Default: PoolConfig{MemoryMultiplier: 1}},
 		Store:    StoreConfig{Prefix: "t", WaitTime: time.Second},
 		Hosts:    func(context.Context) ([]Host, error) { return mkHosts(2, 100*mb), nil },
 		Catalog:  func(context.Context) ([]Version, error) { return catalog, nil },
 		Interval: time.Hour, LockDelay: 10 * time.Millisecond, LockWait: 300 * time.Millisecond,
+		MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -223,6 +227,32 @@ func TestControllerDemandTriggers(t *testing.T) {
 		}
 		return false
 	})
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch data := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, dp := range data.DataPoints {
+					r, _ := dp.Attributes.Value("result")
+					ch, _ := dp.Attributes.Value("change")
+					got[m.Name+"/"+r.AsString()+ch.AsString()] += dp.Value
+				}
+			case metricdata.Gauge[int64]:
+				for _, dp := range data.DataPoints {
+					k, _ := dp.Attributes.Value("kind")
+					got[m.Name+"/"+k.AsString()] = dp.Value
+				}
+			}
+		}
+	}
+	if got["tfgate.placement.decisions/written"] < 2 || got["tfgate.placement.copies.changed/added"] != 1 ||
+		got["tfgate.placement.leader/"] != 1 || got["tfgate.placement.kv.written/"] == 0 {
+		t.Errorf("metrics %v: want >= 2 written decisions, 1 copy added, leader 1, kv bytes > 0", got)
+	}
 }
 
 func TestNewControllerValidates(t *testing.T) {

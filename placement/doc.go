@@ -94,6 +94,15 @@
 // manifest + a session check <= 64 ops); 50,000 entries on one host compress to
 // about 700 KB over 16 shards of ~45 KB, under the 512 KiB value limit.
 //
+// # Metrics
+//
+// The Controller's, from its MeterProvider (OTel names; Prometheus adds _total,
+// _bytes, _seconds): tfgate.placement.decisions{result=written|unchanged|failed},
+// tfgate.placement.kv.written (bytes), tfgate.placement.copies.changed
+// {change=added|removed|moved}, tfgate.placement.evictions,
+// tfgate.placement.decision.duration (s), and the gauges tfgate.placement.leader
+// (0/1) and tfgate.placement.pending{kind=all|required} (leader only).
+//
 // # Concurrency
 //
 // Decide, EncodeHost and DecodeHost are pure and safe for concurrent use; a
