@@ -15,11 +15,15 @@
 #                      call): throughput and p50/p90/p99 within 10%?
 #   scale              gateway with a 50,000-model routing config vs a 10-model one:
 #                      RSS and p99
+#   gobench            BenchmarkPredictE2E (gateway/e2ebench_test.go): one Predict
+#                      through gateway.Run in process, raw and typed, vs the grpc-go
+#                      pass-through floor from the same run: ns/op, allocs/op, and the
+#                      allocations in tfgate's own code beside their budget
 #
 # Parts that are not built or cannot be installed are reported as unavailable.
 # Knobs: BENCH_SECS (measured seconds per run, default 5), BENCH_RATES (fixed rates,
 # default: 25% and 50% of the measured saturation of the slowest path, and 200/s),
-# BENCH_ONLY (space-separated subset of: overhead agreement batching modelsync scale;
+# BENCH_ONLY (space-separated subset of: gobench overhead agreement batching modelsync scale;
 # overhead includes the ghz agreement check), BENCH_AGREE_RATE (total rate of the
 # agreement check, default a quarter of the slowest path's saturation, or 500/s when
 # overhead is not run), BENCH_AGREE_SECS (its measured seconds, default max(BENCH_SECS, 10)),
@@ -27,7 +31,9 @@
 # default max(BENCH_SECS, 20): at 50,000 models the tail is GC cycles ~15 s apart, which a
 # 5 s run catches or misses by chance),
 # BENCH_SCALE_WAIT (seconds to wait for every model to be routable, default 60),
-# BENCH_MODELSYNC_MB (model size for scripts/bench-modelsync.sh, default 256).
+# BENCH_MODELSYNC_MB (model size for scripts/bench-modelsync.sh, default 256),
+# BENCH_GO_COUNT (runs of BenchmarkPredictE2E, default 3; the median is shown),
+# BENCH_GO_CALLS (calls per run, default 3000).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -50,6 +56,11 @@ fmt() { awk -v v="$1" 'BEGIN { if (v == "" || v == "null") print "-"; else print
 fmt0() { awk -v v="$1" 'BEGIN { if (v == "" || v == "null") print "-"; else printf "%.0f", v }'; }
 WL_RAW="$ROOT/deploy/local/workload-direct.yaml"
 want() { [ -z "${BENCH_ONLY:-}" ] || [[ " $BENCH_ONLY " == *" $1 "* ]]; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "" || b == "" || a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
+verdict() { # VALUE OP LIMIT
+  awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN{ if (v == "-" || v == "") { print "not measured"; exit }
+    ok = (op == "<=") ? v <= l : (op == ">=") ? v >= l : v < l; print ok ? "met" : "MISSED" }'
+}
 
 say "build"
 build_cmds servingsim loadtest gateway modelsync
@@ -78,6 +89,32 @@ start_sim() {
   start "$name" "$BIN/servingsim" --port "$port" --model_name textclf --model_base_path "$base" "$@"
   wait_for "$name" 30 "$BIN/loadtest" predict --target tfserving --addr "127.0.0.1:$port" --workload "$WL_RAW"
 }
+
+# ---------------------------------------------------------------- in-process Go benchmark
+if want gobench; then
+say "gobench: one Predict through the gateway in process (BenchmarkPredictE2E)"
+GO_OUT="$RUN/logs/gobench.txt"
+if "${GO:-go}" test -run '^$' -bench '^BenchmarkPredictE2E$' -benchtime "${BENCH_GO_CALLS:-3000}x" -count "${BENCH_GO_COUNT:-3}" ./gateway >"$GO_OUT" 2>&1; then
+  # gobench_med NAME FIELD-UNIT: the median of a benchmark's metric over the runs.
+  gobench_med() {
+    awk -v n="BenchmarkPredictE2E/$1-" -v u="$2" 'index($1, n) == 1 { for (i = 3; i < NF; i++) if ($(i+1) == u) print $i }' "$GO_OUT" |
+      sort -g | awk '{ v[++k] = $1 } END { if (!k) { print "-"; exit } printf "%.3f", (k % 2) ? v[(k+1)/2] : (v[k/2] + v[k/2+1]) / 2 }'
+  }
+  for b in floor gateway/raw gateway/typed; do
+    ns=$(gobench_med "$b" ns/op) al=$(gobench_med "$b" allocs/op) by=$(gobench_med "$b" B/op)
+    note="$(fmt0 "$ns") ns/op, $(fmt0 "$by") B/op, $(fmt0 "$al") allocs/op (median of ${BENCH_GO_COUNT:-3})"
+    if [ "$b" = floor ]; then
+      note+="; the grpc-go pass-through: client, proxy and servingsim in one process"
+    else
+      own=$(gobench_med "$b" own-allocs/op) bud=$(gobench_med "$b" budget-allocs/op) x=$(gobench_med "$b" x-floor-ns)
+      note+="; $(fmt0 "$own") allocs over the floor, budget $(fmt0 "$bud"): $(verdict "$own" "<=" "$bud"); $(fmt "$x")x the floor's ns/op"
+    fi
+    row gobench "$b" "in process" - - - - - - "$note"
+  done
+else
+  row gobench BenchmarkPredictE2E - - - - - - - "failed: see $(rel "$RUN")/logs/gobench.txt"
+fi
+fi
 
 # ---------------------------------------------------------------- gateway overhead
 NGINX=""
@@ -213,7 +250,7 @@ else
 fi
 # CPU per request is the proxying process's; for direct it is servingsim's own (a
 # grpc-go server doing almost nothing), the cost of one grpc-go server side.
-declare -A CPU_AT=() AP99_AT=()
+declare -A CPU_AT=() AP99_AT=() SAT_AT=()
 # cpu_per_req TICKS0 TICKS1 REQUESTS: microseconds of CPU per request.
 cpu_per_req() { awk -v a="$1" -v b="$2" -v hz="$CLK_TCK" -v n="$3" 'BEGIN{ if (n > 0) printf "%.1f", (b-a)/hz*1e6/n; else print "-" }'; }
 declare -A PROC_PID=([direct]="$SIM_PID" [nginx]="${NGINX_PID:-}" [grpc-go-proxy]="$PT_PID" [gateway]="$GW_OVERHEAD_PID" [gateway+batching]="$GW_BATCH_PID")
@@ -234,6 +271,7 @@ for p in "${PATHS[@]}"; do
   info "saturation $pname: $(fmt0 "$sat") req/s (closed loop, 32 in flight)"
   row overhead "$pname" "closed c=32" "$(fmt0 "$sat")" "$(fmt "$(jq_ .latency.p50_ms "$f")")" "$(fmt "$(jq_ .latency.p99_ms "$f")")" - - "$cpu" "saturation"
   CPU_AT["$pname/sat"]=$cpu
+  SAT_AT["$pname"]=$sat
   if [ -z "$SAT_MIN" ] || awk -v a="$sat" -v b="$SAT_MIN" 'BEGIN{exit !(a<b)}'; then SAT_MIN=$sat; fi
 done
 if [ -n "${BENCH_RATES:-}" ]; then
@@ -265,11 +303,6 @@ for rate in "${RATES[@]}"; do
 done
 # The targets, at the last (highest) fixed rate: by default half of the slowest
 # path's saturation.
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "" || b == "" || a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
-verdict() { # VALUE OP LIMIT
-  awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN{ if (v == "-" || v == "") { print "not measured"; exit }
-    ok = (op == "<=") ? v <= l : v < l; print ok ? "met" : "MISSED" }'
-}
 half=${RATES[-1]}
 r=$(ratio "${CPU_AT[gateway/$half]:-}" "${CPU_AT[nginx/$half]:-}")
 row targets "CPU gateway/nginx" "$half/s" - - - - - - "$r (target <= 1.5: $(verdict "$r" "<=" 1.5))"
@@ -280,8 +313,15 @@ r=$(ratio "${CPU_AT[gateway+batching/sat]:-}" "${CPU_AT[nginx/sat]:-}")
 row targets "CPU gateway+batching/nginx" "closed c=32" - - - - - - "$r (target < 1: $(verdict "$r" "<" 1))"
 r=$(ratio "${CPU_AT[grpc-go-proxy/$half]:-}" "${CPU_AT[nginx/$half]:-}")
 row targets "CPU grpc-go-proxy/nginx" "$half/s" - - - - - - "$r (the floor of any proxy built on grpc-go, against nginx)"
+# Against the floor of the gateway's own stack (issue 15), from this run.
+r=$(ratio "${CPU_AT[gateway/sat]:-}" "${CPU_AT[grpc-go-proxy/sat]:-}")
+row targets "CPU gateway/grpc-go-proxy" "closed c=32" - - - - - - "$r (target <= 1.3: $(verdict "$r" "<=" 1.3))"
+r=$(ratio "${CPU_AT[gateway+batching/sat]:-}" "${CPU_AT[grpc-go-proxy/sat]:-}")
+row targets "CPU gateway+batching/grpc-go-proxy" "closed c=32" - - - - - - "$r (target <= 0.9: $(verdict "$r" "<=" 0.9); a batch makes one backend call for many requests)"
 r=$(ratio "${CPU_AT[gateway/$half]:-}" "${CPU_AT[grpc-go-proxy/$half]:-}")
-row targets "CPU gateway/grpc-go-proxy" "$half/s" - - - - - - "$r (the gateway's own work on top of that floor)"
+row targets "CPU gateway/grpc-go-proxy" "$half/s" - - - - - - "$r (target <= 1.3: $(verdict "$r" "<=" 1.3); the gateway's own work on top of that floor)"
+r=$(ratio "${SAT_AT[gateway]:-}" "${SAT_AT[grpc-go-proxy]:-}")
+row targets "throughput gateway/grpc-go-proxy" "closed c=32" - - - - - - "$r (target >= 0.8: $(verdict "$r" ">=" 0.8))"
 for pname in gateway grpc-go-proxy nginx; do
   a=${AP99_AT[$pname/$half]:--}
   note="for reference"
