@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/hashicorp/consul/api"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -174,10 +175,10 @@ type placer struct {
 	inflight map[placement.Key]bool
 	results  []journal.Entry
 
-	disk       map[placement.Key]int64     // published versions and their bytes
-	lastUsed   map[placement.Key]time.Time // on disk: when last assigned (or found)
-	states     map[placement.Key]*servingpb.ModelVersionStatus
-	configured map[placement.Key]time.Time // in the model config since (until AVAILABLE)
+	disk       map[placement.Key]int64                            // published versions and their bytes
+	lastUsed   map[placement.Key]time.Time                        // on disk: when last assigned (or found)
+	states     map[string]map[int64]*servingpb.ModelVersionStatus // what TF Serving last said, by model
+	configured map[placement.Key]time.Time                        // in the model config since (until AVAILABLE)
 	loadSec    map[placement.Key]float64
 	failures   map[placement.Key]placement.StatusFailure
 	retryAt    map[placement.Key]time.Time
@@ -200,7 +201,7 @@ func newPlacer(s *syncer, deps PlacementDeps) (*placer, error) {
 		s: s, cfg: s.cfg.Placement, deps: deps, rl: rl, kick: make(chan struct{}, 1),
 		log:      s.log.With("pool", s.cfg.Placement.Pool, "host", s.cfg.Placement.Host),
 		inflight: map[placement.Key]bool{}, disk: map[placement.Key]int64{}, lastUsed: map[placement.Key]time.Time{},
-		states: map[placement.Key]*servingpb.ModelVersionStatus{}, configured: map[placement.Key]time.Time{},
+		states: map[string]map[int64]*servingpb.ModelVersionStatus{}, configured: map[placement.Key]time.Time{},
 		loadSec: map[placement.Key]float64{}, failures: map[placement.Key]placement.StatusFailure{},
 		retryAt: map[placement.Key]time.Time{}, attempts: map[placement.Key]int{},
 	}, nil
@@ -309,7 +310,7 @@ func (p *placer) step(ctx context.Context) time.Duration {
 	if view != nil {
 		p.evict(ctx, assigned, now)
 	}
-	p.report(ctx, assigned, full)
+	p.report(ctx, full)
 	if full {
 		p.lastFull = now
 	}
@@ -558,7 +559,7 @@ func (p *placer) applyConfig(ctx context.Context, view *placement.HostView, assi
 	for _, m := range models {
 		for _, v := range m.Versions {
 			k := placement.Key{Model: m.Name, Version: v}
-			if st := p.states[k]; st.GetState() != servingpb.ModelVersionStatus_AVAILABLE {
+			if st := p.state(k); st.GetState() != servingpb.ModelVersionStatus_AVAILABLE {
 				if _, ok := p.configured[k]; !ok {
 					p.configured[k] = start
 				}
@@ -589,31 +590,48 @@ func (p *placer) pollStates(ctx context.Context, full bool, assigned map[placeme
 			models[k.Model] = true
 		}
 		for k := range p.disk {
-			if st := p.states[k]; !assigned[k] && !unloaded(st) {
+			if st := p.state(k); !assigned[k] && !unloaded(st) {
 				models[k.Model] = true // unassigned, still loaded: unloading
 			}
 		}
 	}
 	now := time.Now()
-	for _, m := range slices.Sorted(maps.Keys(models)) {
-		sts, err := p.modelStatus(ctx, m)
-		if err != nil {
-			if ctx.Err() == nil {
+	names := slices.Sorted(maps.Keys(models))
+	answers := make([]map[int64]*servingpb.ModelVersionStatus, len(names))
+	var g errgroup.Group
+	g.SetLimit(statusConcurrency)
+	for i, m := range names {
+		g.Go(func() error {
+			sts, err := p.modelStatus(ctx, m)
+			if err != nil && ctx.Err() == nil {
 				p.log.Debug("placement: GetModelStatus failed", "model", m, "err", err)
 			}
+			answers[i] = sts // nil on error: keep what we knew
+			return nil
+		})
+	}
+	_ = g.Wait()
+	for i, m := range names {
+		sts := answers[i]
+		if sts == nil {
 			continue
 		}
-		for k := range p.states {
-			if k.Model == m && sts[k.Version] == nil {
-				delete(p.states, k) // TF Serving no longer knows it: not loaded
+		old := p.states[m]
+		if len(sts) == 0 {
+			delete(p.states, m) // TF Serving does not know the model: nothing loaded
+		} else {
+			p.states[m] = sts
+		}
+		for v, st := range old {
+			if sts[v] == nil || sts[v].GetState() != st.GetState() {
+				p.dirty = true
 			}
 		}
 		for v, st := range sts {
 			k := placement.Key{Model: m, Version: v}
-			if old := p.states[k]; old.GetState() != st.GetState() {
+			if old[v].GetState() != st.GetState() {
 				p.dirty = true
 			}
-			p.states[k] = st
 			since, pending := p.configured[k]
 			switch {
 			case st.GetState() == servingpb.ModelVersionStatus_AVAILABLE:
@@ -634,7 +652,7 @@ func (p *placer) pollStates(ctx context.Context, full bool, assigned map[placeme
 		return true
 	}
 	for k := range p.disk {
-		if !assigned[k] && !unloaded(p.states[k]) {
+		if !assigned[k] && !unloaded(p.state(k)) {
 			return true
 		}
 	}
@@ -662,6 +680,13 @@ func (p *placer) modelStatus(ctx context.Context, model string) (map[int64]*serv
 		out[st.GetVersion()] = st
 	}
 	return out, nil
+}
+
+// statusConcurrency bounds the GetModelStatus calls of one pass.
+const statusConcurrency = 8
+
+func (p *placer) state(k placement.Key) *servingpb.ModelVersionStatus {
+	return p.states[k.Model][k.Version]
 }
 
 // unloaded: TF Serving holds nothing of the version (ended, or unknown to it).
@@ -737,7 +762,7 @@ func (p *placer) evict(ctx context.Context, assigned map[placement.Key]bool, now
 			"bytes", p.disk[k], "unassigned_since", p.lastUsed[k], "cache_bytes", bytes)
 		delete(p.disk, k)
 		delete(p.lastUsed, k)
-		delete(p.states, k)
+		delete(p.states[k.Model], k.Version)
 		delete(p.loadSec, k)
 		p.dirty = true
 	}
@@ -746,14 +771,18 @@ func (p *placer) evict(ctx context.Context, assigned map[placement.Key]bool, now
 // report writes the host's status to KV: at most once per PollInterval when
 // something changed, and on every full pass (the heartbeat readers judge
 // freshness by).
-func (p *placer) report(ctx context.Context, assigned map[placement.Key]bool, full bool) {
+func (p *placer) report(ctx context.Context, full bool) {
 	now := time.Now()
 	if !full && (!p.dirty || now.Sub(p.lastStatus) < time.Duration(p.cfg.PollInterval)) {
 		return
 	}
 	st := placement.HostStatus{Host: p.cfg.Host, Pool: p.cfg.Pool, Updated: now.UTC(), Resident: []placement.StatusVersion{}}
-	for k, s := range p.states {
-		if s.GetState() == servingpb.ModelVersionStatus_AVAILABLE {
+	for m, vs := range p.states {
+		for v, s := range vs {
+			if s.GetState() != servingpb.ModelVersionStatus_AVAILABLE {
+				continue
+			}
+			k := placement.Key{Model: m, Version: v}
 			// Bytes: TF Serving does not report a version's memory; 0 means unknown.
 			st.Resident = append(st.Resident, placement.StatusVersion{Model: k.Model, Version: k.Version, LoadSeconds: p.loadSec[k]})
 		}

@@ -436,6 +436,19 @@ func TestPlacementRemovesOnlyUnloaded(t *testing.T) {
 	// A new assignment is followed again.
 	pe.assign(t, b1)
 	pe.waitExactly(t, []placement.Key{b1})
+
+	// A version TF Serving cannot load is reported as a failure with the reason;
+	// the rest keeps serving.
+	bad := key("bad", 1)
+	pe.publish(bad.Model, bad.Version, modelDir(t, bad.Model, bad.Version, 1), false)
+	pe.assign(t, b1, bad)
+	st := pe.status(t, "bad@1 failed", func(st placement.HostStatus) bool { return len(st.Failures) == 1 })
+	if f := st.Failures[0]; f.Model != "bad" || f.Version != 1 || !strings.Contains(f.Reason, "load failed") || !f.Until.After(f.At) {
+		t.Errorf("failure %+v: want bad@1, load failed, a backoff", f)
+	}
+	if got := resident(st); !slices.Equal(got, []string{"b@1"}) {
+		t.Errorf("resident %v, want [b@1]", got)
+	}
 }
 
 func TestPlacementConfigValidate(t *testing.T) {
