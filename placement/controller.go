@@ -50,6 +50,10 @@ type ControllerConfig struct {
 	// ReportTTL: host status and demand reports older than this are ignored (a
 	// sidecar or gateway that stopped reporting is not counted on). Default 1m.
 	ReportTTL time.Duration
+	// RequireStatus freezes hosts whose sidecar has no status report newer than
+	// ReportTTL: they keep their versions and take no new ones (nothing would load
+	// them). Turn it on once every host's sidecar reports. Default false.
+	RequireStatus bool
 	// RetryMin and RetryMax bound the delay after a failed campaign or decision. Defaults 200ms, 10s.
 	RetryMin, RetryMax time.Duration
 	// Logger; nil discards.
@@ -368,6 +372,13 @@ func (c *Controller) decideOnce(ctx context.Context, session string, st *Stored)
 	}
 	now := c.cfg.Now()
 	resident, failures := reports.Inputs(now.Add(-c.cfg.ReportTTL))
+	if c.cfg.RequireStatus {
+		for i := range hosts {
+			if st, ok := reports.Status[hosts[i].ID]; !ok || st.Updated.Before(now.Add(-c.cfg.ReportTTL)) {
+				hosts[i].Frozen = true
+			}
+		}
+	}
 	in := Input{Now: now, Config: c.cfg.Policy, Hosts: hosts, Catalog: catalog, Resident: resident,
 		Failures: failures, Demand: MergeDemand(reports.Demand, now.Add(-c.cfg.ReportTTL)), Previous: &st.Assignment}
 	if c.cfg.Routing != nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -420,4 +421,46 @@ func TestControllerKeepsPlacementOnEmptyInput(t *testing.T) {
 	})
 	after, _ := store.ReadState(ctx)
 	assignmentsEqual(t, after.Assignment, before.Assignment)
+}
+
+// TestControllerRequireStatus: with RequireStatus, a host whose sidecar has not
+// reported is frozen: a version whose first candidate it is goes elsewhere.
+func TestControllerRequireStatus(t *testing.T) {
+	consul := testenv.StartConsul(t)
+	cl := consul.Client(t)
+	ctx := t.Context()
+	catalog := mkCatalog(50, mb)
+	var v Version
+	for _, c := range catalog {
+		if Rank(c.Key, hostIDs(2), nil)[0] == "host-01" {
+			v = c
+			break
+		}
+	}
+	store := NewStore(cl, StoreConfig{Prefix: "t"})
+	now := time.Now()
+	if err := store.PutStatus(ctx, HostStatus{Host: "host-00", Updated: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.PutDemand(ctx, DemandReport{Gateway: "g", Updated: now, Versions: []DemandVersion{{Model: v.Model, Version: v.Version, Rate: 1, LastUsed: now}}}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewController(cl, ControllerConfig{
+		ID: "a", Policy: Config{Default: PoolConfig{MemoryMultiplier: 1}}, RequireStatus: true,
+		Store:    StoreConfig{Prefix: "t", WaitTime: time.Second},
+		Hosts:    func(context.Context) ([]Host, error) { return mkHosts(2, 100*mb), nil },
+		Catalog:  func(context.Context) ([]Version, error) { return catalog, nil },
+		Interval: time.Hour, LockDelay: 10 * time.Millisecond, LockWait: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "first decision", func() bool { return c.writes() > 0 })
+	if got := hostsOf(c.Last(), v.Key); !reflect.DeepEqual(got, []string{"host-00"}) {
+		t.Errorf("%s on %v, want host-00 (host-01 has no status)", v.Key, got)
+	}
 }

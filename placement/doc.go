@@ -61,6 +61,8 @@
 //     do not fit, the decision says so (State Pending/Partial and a
 //     RequiredNotResident Problem), it does not drop them silently.
 //   - A host in load-failure backoff for a version is not assigned it.
+//   - A frozen host (ControllerConfig.RequireStatus: its sidecar stopped
+//     reporting) keeps its versions and is assigned no new ones.
 //   - Placed is not served: the gateway routes by what hosts report AVAILABLE,
 //     never by the assignment (architecture invariant 7).
 //

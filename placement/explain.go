@@ -89,6 +89,8 @@ func (d *Decision) Explain(k Key) (Explanation, bool) {
 			Chosen: chosen[h.id], Draining: draining[h.id]}
 		if f, ok := d.fail[hostKey{re.host, k}]; ok {
 			c.Note = fmt.Sprintf("load-failure backoff until %s: %s", f.Until.UTC().Format("15:04:05Z"), f.Reason)
+		} else if h.frozen && !c.Chosen {
+			c.Note = "frozen: its sidecar stopped reporting"
 		} else if !c.Chosen && c.FreeBytes < e.Bytes {
 			c.Note = "full"
 		}

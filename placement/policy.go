@@ -99,6 +99,8 @@ const (
 	RequiredUnknown
 	// RequiredNotResident: a pinned or routed version has fewer copies than wanted.
 	RequiredNotResident
+	// HostFrozen: a host takes no new copies (its status is stale).
+	HostFrozen
 )
 
 func (k ProblemKind) String() string {
@@ -113,6 +115,8 @@ func (k ProblemKind) String() string {
 		return "required_unknown"
 	case RequiredNotResident:
 		return "required_not_resident"
+	case HostFrozen:
+		return "host_frozen"
 	}
 	return "unknown"
 }
@@ -122,7 +126,7 @@ func (k ProblemKind) MarshalText() ([]byte, error) { return []byte(k.String()), 
 
 // UnmarshalText reads a kind's name.
 func (k *ProblemKind) UnmarshalText(b []byte) error {
-	for c := HostNoCapacity; c <= RequiredNotResident; c++ {
+	for c := HostNoCapacity; c <= HostFrozen; c++ {
 		if c.String() == string(b) {
 			*k = c
 			return nil
@@ -185,6 +189,7 @@ type hostState struct {
 	cap      int64
 	used     int64
 	eligible bool
+	frozen   bool        // keeps its copies, takes no new ones
 	evict    []evictCand // built lazily, LRU first
 	evictPos int
 }
@@ -261,7 +266,11 @@ func Decide(in Input) (*Decision, error) {
 		if pool == "" {
 			pool = cfg.DefaultPool
 		}
-		st := hostState{id: h.ID, pool: pool, cap: h.CapacityBytes, eligible: h.CapacityBytes > 0}
+		st := hostState{id: h.ID, pool: pool, cap: h.CapacityBytes, eligible: h.CapacityBytes > 0, frozen: h.Frozen}
+		if st.eligible && st.frozen {
+			d.Problems = append(d.Problems, Problem{Kind: HostFrozen, Host: h.ID,
+				Message: fmt.Sprintf("host %q takes no new versions: its sidecar has not reported recently; it keeps what it has", h.ID)})
+		}
 		if !st.eligible {
 			d.Problems = append(d.Problems, Problem{Kind: HostNoCapacity, Host: h.ID,
 				Message: fmt.Sprintf("host %q has no capacity (service meta tfgate_capacity_bytes missing or <= 0); it is assigned nothing", h.ID)})
@@ -557,7 +566,7 @@ func Decide(in Input) (*Decision, error) {
 		for ; need > 0; need-- {
 			placed := false
 			for _, e := range ranks {
-				if v.on(e.host) || d.backoff(e.host, v.key) {
+				if v.on(e.host) || d.backoff(e.host, v.key) || d.hosts[e.host].frozen {
 					continue
 				}
 				h := &d.hosts[e.host]
@@ -576,7 +585,7 @@ func Decide(in Input) (*Decision, error) {
 			}
 			best, bestAge := -1, int64(math.MaxInt64)
 			for _, e := range ranks {
-				if v.on(e.host) || d.backoff(e.host, v.key) {
+				if v.on(e.host) || d.backoff(e.host, v.key) || d.hosts[e.host].frozen {
 					continue
 				}
 				if age, ok := d.canEvict(vs, e.host, v); ok && age < bestAge {
@@ -612,7 +621,7 @@ func Decide(in Input) (*Decision, error) {
 			if len(home) == v.want {
 				break
 			}
-			if !d.backoff(e.host, v.key) {
+			if !d.backoff(e.host, v.key) && !d.hosts[e.host].frozen {
 				home = append(home, e)
 			}
 		}
@@ -621,7 +630,7 @@ func Decide(in Input) (*Decision, error) {
 			c := v.copies[ci]
 			// A copy younger than min residency does not move yet: a version
 			// that just overflowed is not loaded twice in a row.
-			if c.draining || inRank(home, c.host) || now.Sub(c.since) < v.pool.cfg.MinResidency {
+			if c.draining || inRank(home, c.host) || now.Sub(c.since) < v.pool.cfg.MinResidency || d.hosts[c.host].frozen {
 				continue
 			}
 			for _, e := range home {
@@ -895,7 +904,7 @@ func (d *Decision) whyShort(vs []vstate, v *vstate, ranks []rankEntry) string {
 		if v.on(e.host) {
 			continue
 		}
-		if d.backoff(e.host, v.key) {
+		if d.backoff(e.host, v.key) || d.hosts[e.host].frozen {
 			backoff++
 			continue
 		}
@@ -909,7 +918,7 @@ func (d *Decision) whyShort(vs []vstate, v *vstate, ranks []rankEntry) string {
 	var s string
 	switch {
 	case full == 0 && backoff > 0:
-		s = fmt.Sprintf("every candidate host without it (%d) is in load-failure backoff", backoff)
+		s = fmt.Sprintf("every candidate host without it (%d) is in load-failure backoff or frozen", backoff)
 	case full == 0:
 		s = fmt.Sprintf("pool %q has only %d hosts", v.poolName, len(ranks))
 	default:

@@ -551,3 +551,34 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("defaults do not validate: %v", err)
 	}
 }
+
+// TestDecideFrozenHost: a host whose sidecar stopped reporting keeps its copies
+// and takes no new ones; new versions go to the next candidate.
+func TestDecideFrozenHost(t *testing.T) {
+	ids := hostIDs(3)
+	a, b := k("a", 1), k("b", 1)
+	ra, rb := Rank(a, ids, nil), Rank(b, ids, nil)
+	hosts := mkHosts(3, 100*mb)
+	for i := range hosts {
+		if hosts[i].ID == rb[0] {
+			hosts[i].Frozen = true
+		}
+	}
+	prev := &Assignment{Hosts: map[string]HostAssignment{rb[0]: {Entries: []Entry{{Key: a, Bytes: 10 * mb, Since: t0}}}}}
+	d := mustDecide(t, Input{Now: t0.Add(time.Hour), Config: cfg1(), Hosts: hosts, Previous: prev,
+		Catalog: []Version{{Key: a, ObjectBytes: 10 * mb}, {Key: b, ObjectBytes: 10 * mb}},
+		Demand:  map[Key]Demand{a: {Rate: 1, LastUsed: t0}, b: {Rate: 1, LastUsed: t0}}})
+	if got := hostsOf(d, a); !reflect.DeepEqual(got, []string{rb[0]}) {
+		t.Errorf("a on %v, want kept on frozen %s (its home is %s)", got, rb[0], ra[0])
+	}
+	if got := hostsOf(d, b); !reflect.DeepEqual(got, rb[1:2]) {
+		t.Errorf("b on %v, want %v (its first candidate %s is frozen)", got, rb[1:2], rb[0])
+	}
+	found := false
+	for _, p := range d.Problems {
+		found = found || (p.Kind == HostFrozen && p.Host == rb[0])
+	}
+	if !found {
+		t.Errorf("problems %+v lack HostFrozen for %s", d.Problems, rb[0])
+	}
+}

@@ -40,6 +40,9 @@ type Host struct {
 	// within the pool, so a host twice as large is first candidate for twice as
 	// many versions.
 	Weight float64
+	// Frozen: the host keeps what it is assigned but takes no new copies (its
+	// sidecar stopped reporting, so nothing new would be loaded there). Reported.
+	Frozen bool
 }
 
 // Version is one catalog entry: a model version that exists in the bucket.
