@@ -725,3 +725,50 @@ func (s *Store) ReadReport(ctx context.Context) (Report, error) {
 	}
 	return r, nil
 }
+
+// WatchState delivers the whole placement (every host) on updates each time it
+// changes, until ctx is done (then it returns nil): what a gateway watches to
+// know where each version is meant to be (routing still follows what hosts
+// report AVAILABLE). Hosts whose value is torn are in Broken and absent from the
+// Assignment; the receiver keeps its last good view of them.
+func (s *Store) WatchState(ctx context.Context, updates chan<- *Stored) error {
+	return s.watch(ctx, s.placementPrefix(), func(pairs api.KVPairs, index uint64) bool {
+		select {
+		case updates <- s.parseState(pairs, index):
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	})
+}
+
+// UpdateCatalog applies fn to the catalog in KV with check-and-set, retrying when
+// another writer (another sidecar's catch-up listing) won, at most attempts
+// times (0: 5). fn gets the current versions and returns the new ones.
+func (s *Store) UpdateCatalog(ctx context.Context, attempts int, fn func([]Version) []Version) error {
+	if attempts <= 0 {
+		attempts = 5
+	}
+	delay := s.cfg.BackoffMin
+	var err error
+	for range attempts {
+		var cur []Version
+		var w Written
+		cur, w, err = s.ReadCatalog(ctx)
+		switch {
+		case errors.Is(err, ErrInconsistent):
+			// Another writer is half-way: never write over what we could not read.
+		case err != nil:
+			return err
+		default:
+			if _, err = s.WriteCatalog(ctx, fn(cur), w); !errors.Is(err, ErrConflict) {
+				return err
+			}
+		}
+		if !sleepCtx(ctx, delay) {
+			return ctx.Err()
+		}
+		delay = min(delay*2, s.cfg.BackoffMax)
+	}
+	return err
+}

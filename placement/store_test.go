@@ -308,3 +308,59 @@ func TestStoreSplitsLargeWrites(t *testing.T) {
 	}
 	assignmentsEqual(t, got.Assignment, a)
 }
+
+// TestStoreUpdateCatalogRaces: sidecars adding versions concurrently all land.
+func TestStoreUpdateCatalogRaces(t *testing.T) {
+	_, _, s := newStore(t)
+	ctx := t.Context()
+	errs := make(chan error, 4)
+	for i := range 4 {
+		go func() {
+			errs <- s.UpdateCatalog(ctx, 20, func(cur []Version) []Version {
+				return append(cur, Version{Key: Key{Model: "m" + string(rune('a'+i)), Version: 1}, ObjectBytes: 10})
+			})
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _, err := s.ReadCatalog(ctx)
+	if err != nil || len(got) != 4 {
+		t.Fatalf("catalog %v, %v: want the 4 versions", got, err)
+	}
+}
+
+// TestStoreWatchState: a gateway's view of the whole placement follows writes.
+func TestStoreWatchState(t *testing.T) {
+	_, _, s := newStore(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	ch := make(chan *Stored)
+	done := make(chan error, 1)
+	go func() { done <- s.WatchState(ctx, ch) }()
+	defer func() { cancel(); <-done }()
+	first := <-ch
+	if len(first.Assignment.Hosts) != 0 {
+		t.Fatalf("empty store delivered %d hosts", len(first.Assignment.Hosts))
+	}
+	a := Assignment{Hosts: map[string]HostAssignment{
+		"h1": {Pool: "gpu", Entries: []Entry{{Key: k("a", 1), Bytes: 1, Since: t0}}},
+		"h2": {Pool: "cpu", Entries: []Entry{{Key: k("b", 1), Bytes: 1, Since: t0}}},
+	}}
+	st, _ := s.ReadState(ctx)
+	if _, err := s.WriteAssignment(ctx, "", a, st); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		select {
+		case got := <-ch:
+			if len(got.Assignment.Hosts) == 2 {
+				assignmentsEqual(t, got.Assignment, a)
+				return
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("no update with both hosts")
+		}
+	}
+}
