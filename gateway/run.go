@@ -18,6 +18,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tfgate/tfgate/gateway/discovery"
+	"github.com/tfgate/tfgate/gateway/exposure"
 	"github.com/tfgate/tfgate/gateway/hosts"
 	"github.com/tfgate/tfgate/gateway/route"
 	"github.com/tfgate/tfgate/internal/grpcserve"
@@ -110,6 +111,10 @@ type RunConfig struct {
 	// empty Addr registers the listener's address; CheckTLS is turned on when
 	// ListenerTLS serves TLS. Default: not registered.
 	Consul *discovery.Registration
+	// Exposure, when set, writes the exposure log (package gateway/exposure):
+	// opened at start (an unwritable path fails Run), flushed at shutdown
+	// after the last request. Default: none.
+	Exposure *exposure.Config
 	// Server holds the remaining server options (ConfigPath, Backends, Specs,
 	// Logger and MeterProvider are set by Run).
 	Server Options
@@ -274,6 +279,12 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) (err error) {
 	if opts.MaxBackendMessageBytes == 0 {
 		opts.MaxBackendMessageBytes = first.Hosts.MaxSendMsgSize
 	}
+	exps, err := startExperiments(cfg, &opts)
+	if err != nil {
+		_ = stop()
+		return err
+	}
+	defer func() { err = errors.Join(err, exps.close(cfg.ShutdownTimeout)) }()
 	srv, err := New(opts)
 	if err != nil {
 		_ = stop()

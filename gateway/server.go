@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tfgate/tfgate/gateway/batching"
+	"github.com/tfgate/tfgate/gateway/exposure"
 	"github.com/tfgate/tfgate/gateway/route"
 	"github.com/tfgate/tfgate/internal/tensor"
 	"github.com/tfgate/tfgate/preprocess"
@@ -74,6 +75,9 @@ type Options struct {
 	// MaxBackendMessageBytes is the backend's message size limit, the bound on a
 	// batched request. Default: batching.DefaultMaxMessageBytes.
 	MaxBackendMessageBytes int
+	// Exposures receives one record per Predict that resolved a version (the
+	// exposure log, split monitoring; expose.go). Default: none.
+	Exposures exposure.Sink
 }
 
 // Server implements tfgate.v1.GatewayService: the request path. Each request
@@ -157,17 +161,22 @@ func (s *Server) Predict(ctx context.Context, req *tfgatev1.PredictRequest) (*tf
 // serve is Predict for a request that may have failed to decode (decodeErr, from
 // [predictHandler]).
 func (s *Server) serve(ctx context.Context, req *tfgatev1.PredictRequest, decodeErr error) (*tfgatev1.PredictResponse, error) {
-	resp, err := s.predict(ctx, req, decodeErr)
+	var x exposed
+	x.start(s)
+	resp, err := s.predict(ctx, req, decodeErr, &x.route)
 	if err != nil {
 		st := toStatus(err)
 		s.stats.request(status.Code(st))
+		x.done(ctx, s, req, status.Code(st))
 		return nil, st
 	}
 	s.stats.request(0)
+	x.done(ctx, s, req, 0)
 	return resp, nil
 }
 
-func (s *Server) predict(ctx context.Context, req *tfgatev1.PredictRequest, decodeErr error) (*tfgatev1.PredictResponse, error) {
+// predict serves req; once the target resolves it sets *out to the route.
+func (s *Server) predict(ctx context.Context, req *tfgatev1.PredictRequest, decodeErr error, out *route.Route) (*tfgatev1.PredictResponse, error) {
 	if err := decodeErr; err != nil {
 		return nil, badRequest("the request could not be decoded (%v); every string field (model, label, routing_key, text, feature names and values) must be valid UTF-8 — send arbitrary bytes as a DT_STRING tensor in raw_inputs", err)
 	}
@@ -189,6 +198,7 @@ func (s *Server) predict(ctx context.Context, req *tfgatev1.PredictRequest, deco
 	if err != nil {
 		return nil, err
 	}
+	*out = rt
 	if rt.Kind == route.KindExperiment {
 		snap.countArm(m.Name, rt) // the status page's observed split
 	}

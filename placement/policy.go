@@ -541,6 +541,7 @@ func Decide(in Input) (*Decision, error) {
 			h := &d.hosts[c.host]
 			if h.used+v.size > h.cap {
 				d.Stats.Removed++
+				v.why = fmt.Sprintf("no longer fits on %s (%d bytes; sizes grew or capacity shrank), higher-priority versions kept", h.id, v.size)
 				continue
 			}
 			h.used += v.size
@@ -599,7 +600,11 @@ func Decide(in Input) (*Decision, error) {
 			d.add(v, best, now)
 		}
 		if need > 0 {
-			v.why = d.whyShort(vs, v, ranks)
+			if short := d.whyShort(vs, v, ranks); v.why == "" {
+				v.why = short
+			} else {
+				v.why += "; " + short
+			}
 		}
 	}
 

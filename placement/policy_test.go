@@ -582,3 +582,25 @@ func TestDecideFrozenHost(t *testing.T) {
 		t.Errorf("problems %+v lack HostFrozen for %s", d.Problems, rb[0])
 	}
 }
+
+// TestDecideShrunkCapacity: when reported sizes grow past a host's capacity,
+// the lowest-priority copies go first and say why; pinned ones stay.
+func TestDecideShrunkCapacity(t *testing.T) {
+	cat := mkCatalog(3, 10*mb)
+	prev := &Assignment{Hosts: map[string]HostAssignment{"host-00": {Entries: []Entry{
+		{Key: cat[0].Key, Bytes: 10 * mb, Since: t0}, {Key: cat[1].Key, Bytes: 10 * mb, Since: t0}, {Key: cat[2].Key, Bytes: 10 * mb, Since: t0},
+	}}}}
+	var res []Resident
+	for _, v := range cat {
+		res = append(res, Resident{Host: "host-00", Key: v.Key, Bytes: 15 * mb})
+	}
+	d := mustDecide(t, Input{Now: t0.Add(time.Hour), Config: cfg1(), Hosts: mkHosts(1, 30*mb), Catalog: cat, Previous: prev, Resident: res,
+		Required: []Requirement{{Key: cat[2].Key, Pinned: true}},
+		Demand:   map[Key]Demand{cat[0].Key: {LastUsed: t0.Add(2 * time.Minute)}, cat[1].Key: {LastUsed: t0.Add(time.Minute)}}})
+	if got := keysOf(d.Assignment.Hosts["host-00"].Entries); !reflect.DeepEqual(got, []Key{cat[0].Key, cat[2].Key}) {
+		t.Errorf("host keeps %v, want the pinned one and the most recently used", got)
+	}
+	if st := stateOf(d, cat[1].Key); st.State != Pending || !strings.Contains(st.Why, "no longer fits") {
+		t.Errorf("%s: %v %q", cat[1].Key, st.State, st.Why)
+	}
+}

@@ -96,6 +96,7 @@ func parseFlags(args []string, out io.Writer) (gateway.RunConfig, telemetry.LogC
 	consulRegister := fs.Bool("consul-register", false, "register this gateway in Consul (agent from CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, ...) with a gRPC health check while it serves")
 	consulRegAddr := fs.String("consul-register-addr", "", "host:port to register (default: the listen address; a wildcard host registers the agent's node address)")
 	consulService := fs.String("consul-service", "tfgate-gateway", "Consul service name for --consul-register")
+	exposureFlags(fs, &cfg)
 	var lt, bt tlsconfig.Config
 	fs.StringVar(&lt.CertFile, "tls-cert", "", "PEM certificate chain of the gRPC listener")
 	fs.StringVar(&lt.KeyFile, "tls-key", "", "PEM private key of --tls-cert")

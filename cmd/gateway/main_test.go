@@ -2,6 +2,8 @@ package main
 
 import (
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -63,5 +65,27 @@ func TestParseFlags(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestExposureFlags(t *testing.T) {
+	base := []string{"--config", "routes.yaml", "--model-root", "/models", "--insecure", "--backend-insecure"}
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("0123456789abcdef0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, _, err := parseFlags(base, io.Discard)
+	if err != nil || cfg.Exposure != nil {
+		t.Fatalf("without --exposure-* flags: exposure %+v, err %v; want no exposure log", cfg.Exposure, err)
+	}
+	cfg, _, _, err = parseFlags(append(base, "--exposure-log", "/var/log/x.jsonl", "--exposure-max-size-mb", "5", "--exposure-hash-secret-file", secret), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x := cfg.Exposure; x == nil || x.Path != "/var/log/x.jsonl" || x.MaxSizeMB != 5 || !x.HashKeys || string(x.HashSecret) != "0123456789abcdef0123" {
+		t.Errorf("exposure config = %+v", cfg.Exposure)
+	}
+	if _, _, _, err := parseFlags(append(base, "--exposure-hash-secret-file", filepath.Join(t.TempDir(), "none")), io.Discard); err == nil {
+		t.Error("a missing secret file parsed")
 	}
 }
