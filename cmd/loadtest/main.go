@@ -6,6 +6,7 @@
 //	loadtest report --title T --html out.html a.json b.json   (one page for several runs)
 //	loadtest routes --addr 127.0.0.1:9000 [--wait-model m --wait-versions 1,2]
 //	loadtest predict --target tfserving --addr 127.0.0.1:8500 --workload w.yaml --version 2
+//	loadtest exposure --config routes.yaml exposure.jsonl   (the split per experiment, SRM-tested, from a gateway exposure log)
 //	loadtest proxy --listen 127.0.0.1:8600 --backend 127.0.0.1:8500   (bare grpc-go proxy, a baseline)
 package main
 
@@ -51,6 +52,9 @@ func dispatch(ctx context.Context, args []string) error {
 	}
 	if len(args) > 0 && args[0] == "predict" {
 		return predictCmd(ctx, args[1:])
+	}
+	if len(args) > 0 && args[0] == "exposure" {
+		return exposureCmd(ctx, args[1:], os.Stdout)
 	}
 	if len(args) > 0 && args[0] == "proxy" {
 		return proxyCmd(ctx, args[1:])
