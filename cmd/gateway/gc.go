@@ -17,9 +17,11 @@ import (
 // (make bench's overhead scenario, 2 runs each); the memory bound is GOMEMLIMIT.
 const defaultGOGC = 400
 
-// gcSettings are --gogc and --gomemlimit as given ("" when not given).
+// gcSettings are --gogc and --gomemlimit as given ("" when not given), and
+// the other per-request cost settings of the process (--rpc-size-metrics).
 type gcSettings struct {
 	gogc, memLimit string
+	rpcSizeMetrics bool
 }
 
 // apply sets the GC percentage and the soft memory limit. A flag wins over the

@@ -64,6 +64,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	prov.RPCSizeMetrics = gc.rpcSizeMetrics
 	defer prov.Close(5 * time.Second)
 	return gateway.Run(ctx, cfg, gateway.Deps{Logger: log, Telemetry: prov, Reload: hup})
 }
@@ -90,6 +91,7 @@ func parseFlags(args []string, out io.Writer) (gateway.RunConfig, telemetry.LogC
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ on the admin server")
 	fs.IntVar(&cfg.StreamWorkers, "stream-workers", gateway.DefaultStreamWorkers, "goroutines kept to run requests (cover the calls in flight; a request beyond them starts a new goroutine); negative: one goroutine per request")
 	fs.StringVar(&gc.gogc, "gogc", "", fmt.Sprintf("GC target percentage, or off (default: GOGC from the environment, else %d)", defaultGOGC))
+	fs.BoolVar(&gc.rpcSizeMetrics, "rpc-size-metrics", telemetry.RPCSizeMetricsDefault, "record the rpc.{server,client}.{request,response}.size histograms (about 2.5% of the gateway's CPU per request)")
 	fs.StringVar(&gc.memLimit, "gomemlimit", "", "soft memory limit, e.g. 2GiB, or off (default: GOMEMLIMIT from the environment, else 90% of the cgroup's memory.max when set)")
 	fs.StringVar(&logCfg.Format, "log-format", "json", "log format: json or text")
 	fs.StringVar(&logCfg.Level, "log-level", "info", "log level: debug, info, warn, error")

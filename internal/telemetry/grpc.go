@@ -26,7 +26,7 @@ import (
 func (p *Providers) ServerHandler(opts ...otelgrpc.Option) stats.Handler {
 	base := []otelgrpc.Option{
 		otelgrpc.WithTracerProvider(p.TracerProvider),
-		otelgrpc.WithMeterProvider(p.MeterProvider),
+		otelgrpc.WithMeterProvider(p.rpcMeterProvider()),
 		otelgrpc.WithPropagators(p.Propagator),
 		otelgrpc.WithFilter(filters.Not(filters.HealthCheck())),
 	}
@@ -39,10 +39,42 @@ func (p *Providers) ServerHandler(opts ...otelgrpc.Option) stats.Handler {
 func (p *Providers) ClientHandler(opts ...otelgrpc.Option) stats.Handler {
 	base := []otelgrpc.Option{
 		otelgrpc.WithTracerProvider(p.TracerProvider),
-		otelgrpc.WithMeterProvider(p.MeterProvider),
+		otelgrpc.WithMeterProvider(p.rpcMeterProvider()),
 		otelgrpc.WithPropagators(p.Propagator),
 	}
 	return otelgrpc.NewClientHandler(append(base, opts...)...)
+}
+
+// rpcMeterProvider is the meter provider the otelgrpc handlers get: without
+// the message size histograms unless RPCSizeMetrics is set.
+func (p *Providers) rpcMeterProvider() metric.MeterProvider {
+	if p.RPCSizeMetrics {
+		return p.MeterProvider
+	}
+	return noSizesProvider{p.MeterProvider}
+}
+
+// rpcSizeHistograms are otelgrpc's message size histograms.
+var rpcSizeHistograms = map[string]bool{
+	"rpc.server.request.size": true, "rpc.server.response.size": true,
+	"rpc.client.request.size": true, "rpc.client.response.size": true,
+}
+
+// noSizesProvider hands out meters whose RPC message size histograms are no-ops;
+// every other instrument is the wrapped provider's.
+type noSizesProvider struct{ metric.MeterProvider }
+
+func (p noSizesProvider) Meter(name string, opts ...metric.MeterOption) metric.Meter {
+	return noSizesMeter{p.MeterProvider.Meter(name, opts...)}
+}
+
+type noSizesMeter struct{ metric.Meter }
+
+func (m noSizesMeter) Int64Histogram(name string, opts ...metric.Int64HistogramOption) (metric.Int64Histogram, error) {
+	if rpcSizeHistograms[name] {
+		return noop.Int64Histogram{}, nil
+	}
+	return m.Meter.Int64Histogram(name, opts...)
 }
 
 // ServerOptions are the grpc.ServerOptions a traced server needs: the stats

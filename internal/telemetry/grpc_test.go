@@ -238,3 +238,32 @@ func TestNewLoggerFormats(t *testing.T) {
 		})
 	}
 }
+
+// Without RPCSizeMetrics the otelgrpc handlers get no-op size histograms and
+// the real instruments for everything else.
+func TestRPCSizeMetricsSetting(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		reader := sdkmetric.NewManualReader()
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+		defer mp.Shutdown(context.Background())
+		p := &Providers{MeterProvider: mp, RPCSizeMetrics: on}
+		m := p.rpcMeterProvider().Meter("otelgrpc")
+		size, _ := m.Int64Histogram("rpc.server.request.size")
+		dur, _ := m.Float64Histogram("rpc.server.call.duration")
+		size.Record(context.Background(), 10)
+		dur.Record(context.Background(), 1)
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(context.Background(), &rm); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]bool{}
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				got[m.Name] = true
+			}
+		}
+		if !got["rpc.server.call.duration"] || got["rpc.server.request.size"] != on {
+			t.Errorf("RPCSizeMetrics %v: instruments recorded %v, want the duration and the size only when on", on, got)
+		}
+	}
+}
