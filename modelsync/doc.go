@@ -40,10 +40,12 @@
 //   - TF Serving's model config names exactly the assigned versions that are on disk,
 //     each model with a specific version policy (reload.Reloader.Set), so a cached
 //     version is never loaded; a model with none on disk yet is left out, since the
-//     reload would block until it loaded. Reloads are serialized and bounded by
-//     ReloadTimeout; after a timeout the config is resent (TF Serving then no longer
-//     waits for it) and a version still not AVAILABLE after ReloadTimeout is
-//     reported as a failure.
+//     reload would block until it loaded. Reloads run one at a time in their own
+//     goroutine, each bounded by ReloadTimeout, so a reload TF Serving holds (a long
+//     load) stops neither fetching nor the status heartbeat; after a failure or
+//     timeout the config is resent with backoff (TF Serving then no longer waits for
+//     models it has), a version still not AVAILABLE after ReloadTimeout is reported
+//     as a failure, and no version named by a reload under way is deleted.
 //   - Unassigned versions stay on disk as a cache of at most CacheBytes, the least
 //     recently assigned leaving first, and a version's files are deleted only after
 //     GetModelStatus reports it END or unknown: never under a loaded model.
@@ -57,6 +59,6 @@
 // Concurrency: Run owns every goroutine it starts and returns only after all of them
 // have ended. Receivers, a heartbeat that extends the visibility of in-flight messages,
 // the catch-up loop, one goroutine per model with queued work, and in placement mode
-// one reconcile loop (which alone changes the model config and deletes versions) with
-// its assignment watcher.
+// one reconcile loop (which alone decides the model config and deletes versions) with
+// its assignment watcher and its reloader.
 package modelsync

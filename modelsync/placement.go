@@ -174,6 +174,17 @@ type placer struct {
 	assigned map[placement.Key]bool
 	inflight map[placement.Key]bool
 	results  []journal.Entry
+	// The model config the loop wants (wantCfg, signalled on wantSig) and the
+	// outcome of the last reload (reloaded): the reloader goroutine calls Set.
+	wantCfg   []reload.Model
+	wantSig   chan struct{}
+	reloaded  *reloadResult
+	reloading bool
+	sending   map[placement.Key]bool // versions of the config being sent
+
+	posted      []reload.Model // the config last handed to the reloader; nil: hand it again
+	reloadFails int
+	reloadRetry time.Time // after a failed reload, not before
 
 	disk       map[placement.Key]int64                            // published versions and their bytes
 	lastUsed   map[placement.Key]time.Time                        // on disk: when last assigned (or found)
@@ -198,7 +209,7 @@ func newPlacer(s *syncer, deps PlacementDeps) (*placer, error) {
 		return nil, err
 	}
 	return &placer{
-		s: s, cfg: s.cfg.Placement, deps: deps, rl: rl, kick: make(chan struct{}, 1),
+		s: s, cfg: s.cfg.Placement, deps: deps, rl: rl, kick: make(chan struct{}, 1), wantSig: make(chan struct{}, 1),
 		log:      s.log.With("pool", s.cfg.Placement.Pool, "host", s.cfg.Placement.Host),
 		inflight: map[placement.Key]bool{}, disk: map[placement.Key]int64{}, lastUsed: map[placement.Key]time.Time{},
 		states: map[string]map[int64]*servingpb.ModelVersionStatus{}, configured: map[placement.Key]time.Time{},
@@ -257,6 +268,8 @@ func (p *placer) run(ctx context.Context) {
 			p.log.Error("placement watch ended", "err", err)
 		}
 	}()
+	wg.Add(1)
+	go func() { defer wg.Done(); p.reloader(ctx) }()
 	defer wg.Wait()
 	p.log.Info("placement mode: watching the host's assignment", "key", p.deps.Store.HostPrefix(p.cfg.Pool, p.cfg.Host))
 	timer := time.NewTimer(0)
@@ -302,9 +315,10 @@ func (p *placer) step(ctx context.Context) time.Duration {
 	view, assigned := p.view, p.assigned
 	p.mu.Unlock()
 	fetching := false
+	reloading := p.takeReload(ctx)
 	if view != nil {
 		fetching = p.fetchMissing(ctx, view, now)
-		p.applyConfig(ctx, view, assigned)
+		p.applyConfig(view, assigned)
 	}
 	moving := p.pollStates(ctx, full, assigned)
 	if view != nil {
@@ -314,7 +328,7 @@ func (p *placer) step(ctx context.Context) time.Duration {
 	if full {
 		p.lastFull = now
 	}
-	if fetching || moving || p.awaiting {
+	if fetching || moving || reloading || p.awaiting || p.posted == nil && view != nil {
 		return time.Duration(p.cfg.PollInterval)
 	}
 	return time.Duration(p.cfg.StatusInterval)
@@ -525,10 +539,11 @@ func (p *placer) listModel(ctx context.Context, model string) (map[int64]candida
 	return out, nil
 }
 
-// applyConfig sets TF Serving's model config to the assigned versions that are on
-// disk (a model with none yet is left out: TF Serving would block the reload
-// waiting for it). Unchanged configs send nothing (reload.Reloader.Set).
-func (p *placer) applyConfig(ctx context.Context, view *placement.HostView, assigned map[placement.Key]bool) {
+// applyConfig hands the reloader the model config of the assigned versions that
+// are on disk (a model with none yet is left out: TF Serving would block the
+// reload waiting for it), when it changed or the last reload failed. Versions new
+// to it are timed from now until TF Serving reports them AVAILABLE.
+func (p *placer) applyConfig(view *placement.HostView, assigned map[placement.Key]bool) {
 	byModel := map[string][]int64{}
 	for _, e := range view.Assignment.Entries {
 		if _, ok := p.disk[e.Key]; ok {
@@ -536,41 +551,107 @@ func (p *placer) applyConfig(ctx context.Context, view *placement.HostView, assi
 		}
 	}
 	models := make([]reload.Model, 0, len(byModel))
-	for m, vs := range byModel {
+	for _, m := range slices.Sorted(maps.Keys(byModel)) {
+		vs := byModel[m]
+		slices.Sort(vs)
 		models = append(models, reload.Model{Name: m, Versions: vs})
-	}
-	rctx, cancel := context.WithTimeout(ctx, time.Duration(p.s.cfg.ReloadTimeout))
-	defer cancel()
-	start := time.Now()
-	sent, err := p.rl.Set(rctx, models)
-	if sent {
-		p.dirty = true
-	}
-	if err != nil {
-		if ctx.Err() == nil {
-			p.log.Warn("placement: TF Serving reload failed; the next step resends", "models", len(models), "err", err, "took", time.Since(start))
-		}
-		return
-	}
-	if !sent {
-		return
-	}
-	p.log.Info("placement: TF Serving model config set", "models", len(models), "took", time.Since(start))
-	for _, m := range models {
-		for _, v := range m.Versions {
-			k := placement.Key{Model: m.Name, Version: v}
-			if st := p.state(k); st.GetState() != servingpb.ModelVersionStatus_AVAILABLE {
-				if _, ok := p.configured[k]; !ok {
-					p.configured[k] = start
-				}
-			}
-		}
 	}
 	for k := range p.configured {
 		if !assigned[k] {
 			delete(p.configured, k)
 		}
 	}
+	if p.posted != nil && slices.EqualFunc(p.posted, models, func(a, b reload.Model) bool {
+		return a.Name == b.Name && slices.Equal(a.Versions, b.Versions)
+	}) {
+		return
+	}
+	now := time.Now()
+	if p.posted == nil && now.Before(p.reloadRetry) {
+		return
+	}
+	for _, m := range models {
+		for _, v := range m.Versions {
+			k := placement.Key{Model: m.Name, Version: v}
+			if _, ok := p.configured[k]; !ok && p.state(k).GetState() != servingpb.ModelVersionStatus_AVAILABLE {
+				p.configured[k] = now
+			}
+		}
+	}
+	p.posted = models
+	p.mu.Lock()
+	p.wantCfg = models
+	p.mu.Unlock()
+	select {
+	case p.wantSig <- struct{}{}:
+	default:
+	}
+}
+
+type reloadResult struct {
+	models int
+	sent   bool
+	err    error
+	took   time.Duration
+}
+
+// reloader applies the latest wanted config with reload.Reloader.Set, one call at
+// a time, each bounded by ReloadTimeout. It runs apart from the loop because TF
+// Serving's reload blocks until added models are AVAILABLE (and, for one that
+// never loads, until the deadline): status, removals and fetches go on meanwhile.
+func (p *placer) reloader(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.wantSig:
+		}
+		p.mu.Lock()
+		models := p.wantCfg
+		p.reloading = true
+		p.sending = map[placement.Key]bool{}
+		for _, m := range models {
+			for _, v := range m.Versions {
+				p.sending[placement.Key{Model: m.Name, Version: v}] = true
+			}
+		}
+		p.mu.Unlock()
+		rctx, cancel := context.WithTimeout(ctx, time.Duration(p.s.cfg.ReloadTimeout))
+		start := time.Now()
+		sent, err := p.rl.Set(rctx, models)
+		cancel()
+		p.mu.Lock()
+		p.reloading, p.sending = false, nil
+		p.reloaded = &reloadResult{models: len(models), sent: sent, err: err, took: time.Since(start)}
+		p.mu.Unlock()
+		p.wake()
+	}
+}
+
+// takeReload applies the last reload's outcome: after a failure the config is
+// handed over again (TF Serving no longer waits for models it already has). It
+// reports whether a reload is running.
+func (p *placer) takeReload(ctx context.Context) bool {
+	p.mu.Lock()
+	r, running := p.reloaded, p.reloading
+	p.reloaded = nil
+	p.mu.Unlock()
+	switch {
+	case r == nil:
+	case r.err != nil:
+		p.reloadFails++
+		d := p.s.bo(p.reloadFails)
+		if ctx.Err() == nil {
+			p.log.Warn("placement: TF Serving reload failed; resending", "models", r.models, "err", r.err, "took", r.took, "retry_in", d)
+		}
+		p.posted, p.reloadRetry = nil, time.Now().Add(d)
+		p.dirty = true
+	case r.sent:
+		p.reloadFails = 0
+		p.log.Info("placement: TF Serving model config set", "models", r.models, "took", r.took)
+		p.dirty = true
+	}
+	return running
 }
 
 // pollStates asks TF Serving for the state of versions: every model on disk or
@@ -742,9 +823,10 @@ func (p *placer) evict(ctx context.Context, assigned map[placement.Key]bool, now
 			return
 		}
 		p.mu.Lock()
-		busy := p.inflight[k]
+		busy := p.inflight[k] || p.sending[k] // fetching it, or a reload naming it is under way
 		p.mu.Unlock()
 		if busy {
+			p.awaiting = true
 			continue
 		}
 		ok, err := p.versionUnloaded(ctx, k)

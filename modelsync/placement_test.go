@@ -262,9 +262,11 @@ func ignoredWith(reason string) func(journal.Entry) bool {
 // are counted: the sidecar asks one right before deleting a version's files.
 type holdingMS struct {
 	ModelService
-	mu    sync.Mutex
-	hold  map[placement.Key]bool
-	asked map[placement.Key]int
+	mu      sync.Mutex
+	hold    map[placement.Key]bool
+	asked   map[placement.Key]int
+	gate    chan struct{}
+	blocked int
 }
 
 func (h *holdingMS) GetModelStatus(ctx context.Context, in *servingpb.GetModelStatusRequest, opts ...grpc.CallOption) (*servingpb.GetModelStatusResponse, error) {
@@ -290,6 +292,37 @@ func (h *holdingMS) GetModelStatus(ctx context.Context, in *servingpb.GetModelSt
 		resp, err = out, nil
 	}
 	return resp, err
+}
+
+// HandleReloadConfigRequest waits, while a gate is set, until it opens: a
+// reload that TF Serving keeps blocked (a load that takes long).
+func (h *holdingMS) HandleReloadConfigRequest(ctx context.Context, in *servingpb.ReloadConfigRequest, opts ...grpc.CallOption) (*servingpb.ReloadConfigResponse, error) {
+	h.mu.Lock()
+	gate := h.gate
+	if gate != nil {
+		h.blocked++
+	}
+	h.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return h.ModelService.HandleReloadConfigRequest(ctx, in, opts...)
+}
+
+func (h *holdingMS) setGate(gate chan struct{}) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.gate = gate
+}
+
+func (h *holdingMS) blockedReloads() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.blocked
 }
 
 func (h *holdingMS) setHold(k placement.Key, on bool) {
@@ -434,6 +467,25 @@ func TestPlacementRemovesOnlyUnloaded(t *testing.T) {
 	pe.waitExactly(t, []placement.Key{a1})
 
 	// A new assignment is followed again.
+	pe.assign(t, b1)
+	pe.waitExactly(t, []placement.Key{b1})
+
+	// A reload that does not return (TF Serving loading a large model) stops
+	// neither the status heartbeat nor fetching.
+	c1 := key("c", 1)
+	pe.upload(t, c1)
+	gate := make(chan struct{})
+	pe.tf.setGate(gate)
+	pe.assign(t, b1, c1)
+	testwait.Until(t, "a reload blocked in TF Serving", func() bool { return pe.tf.blockedReloads() >= 1 })
+	_, okNow := pe.writes()
+	testwait.Until(t, "two status writes during the blocked reload", func() bool { _, ok := pe.writes(); return ok >= okNow+2 })
+	if pe.tf.blockedReloads() != 1 || !slices.Contains(pe.onDisk(t), "c@1") {
+		t.Fatalf("during the blocked reload: %d reloads sent, disk %v; want one, c@1 fetched", pe.tf.blockedReloads(), pe.onDisk(t))
+	}
+	pe.tf.setGate(nil)
+	close(gate)
+	pe.waitExactly(t, []placement.Key{b1, c1})
 	pe.assign(t, b1)
 	pe.waitExactly(t, []placement.Key{b1})
 
