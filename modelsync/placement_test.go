@@ -565,3 +565,30 @@ func TestLayoutModelPrefixes(t *testing.T) {
 		})
 	}
 }
+
+// TestPlacementConsulDownAtStartup: a sidecar that starts while Consul cannot be
+// reached knows no assignment; it deletes nothing, leaves TF Serving's config
+// alone, and acknowledges notifications without publishing.
+func TestPlacementConsulDownAtStartup(t *testing.T) {
+	pe := newPlacementEnv(t)
+	if err := modelgen.Export(filepath.Join(pe.base, "a", "1"), modelgen.Spec{Kind: model.KindLinear}); err != nil {
+		t.Fatal(err)
+	}
+	cfgBefore := "model_config_list { config { name: \"a\" base_path: \"" + filepath.Join(pe.base, "a") + "\" model_platform: \"tensorflow\" } }\n"
+	if err := os.WriteFile(pe.cfgFile, []byte(cfgBefore), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pe.consul.Stop(t)
+	cfg := pe.config(0)
+	sc := pe.start(cfg)
+	pe.upload(t, key("b", 1))
+	sc.wait(t, 1, ignoredWith("no assignment known"))
+	testwait.Until(t, "two failed status writes", func() bool { f, _ := pe.writes(); return f >= 2 })
+	if got := pe.onDisk(t); !slices.Equal(got, []string{"a@1"}) {
+		t.Errorf("on disk %v, want [a@1] untouched", got)
+	}
+	if b, _ := os.ReadFile(pe.cfgFile); string(b) != cfgBefore {
+		t.Errorf("model config rewritten without an assignment:\n%s", b)
+	}
+	pe.queueEmpty()
+}
