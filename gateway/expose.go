@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/tfgate/tfgate/gateway/exposure"
 	"github.com/tfgate/tfgate/gateway/route"
+	"github.com/tfgate/tfgate/gateway/split"
 	"github.com/tfgate/tfgate/internal/telemetry"
 	tfgatev1 "github.com/tfgate/tfgate/proto/tfgate/v1"
 )
@@ -66,34 +68,63 @@ func routeName(k route.Kind) string {
 }
 
 // experiments is what Run adds to the request path for experiments: the
-// exposure log (RunConfig.Exposure) and whatever sinks the options already name.
+// exposure log (RunConfig.Exposure), the live split monitor, and whatever
+// sinks the options already name.
 type experiments struct {
 	log *exposure.Log // nil without RunConfig.Exposure
+	mon *split.Monitor
 }
 
-// startExperiments opens the exposure log (failing on an unwritable path) and
-// adds it to opts.Exposures.
+// startExperiments opens the exposure log (failing on an unwritable path),
+// starts the split monitor and adds both to opts.Exposures.
 func startExperiments(cfg RunConfig, opts *Options) (*experiments, error) {
 	x := &experiments{}
+	mon, err := split.New(split.Options{Window: cfg.SplitWindow, MeterProvider: opts.MeterProvider})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: split metrics: %w", err)
+	}
+	x.mon = mon
 	if cfg.Exposure != nil {
 		l, err := exposure.New(*cfg.Exposure, exposure.Options{Logger: opts.Logger, MeterProvider: opts.MeterProvider})
 		if err != nil {
+			_ = mon.Close()
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
 		x.log = l
 	}
-	opts.Exposures = exposure.Tee(opts.Exposures, nilIfNone(x.log))
+	opts.Exposures = exposure.Tee(opts.Exposures, mon, nilIfNone(x.log))
 	return x, nil
 }
 
+// serve points the split monitor at s's routing snapshots for the expected shares.
+func (x *experiments) serve(s *Server) { x.mon.SetExpected(s.expectedShares) }
+
 // close flushes the exposure log; call it after the last request finished.
 func (x *experiments) close(timeout time.Duration) error {
-	if x == nil || x.log == nil {
+	if x == nil {
 		return nil
+	}
+	err := x.mon.Close()
+	if x.log == nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return x.log.Close(ctx)
+	return errors.Join(err, x.log.Close(ctx))
+}
+
+// expectedShares is the split monitor's view of the current snapshot: the
+// experiment a model runs and its arms' effective shares.
+func (s *Server) expectedShares(model string) (string, map[string]float64, bool) {
+	m, ok := s.builder.current().routes.Model(model)
+	if !ok || m.ExpName == "" {
+		return "", nil, false
+	}
+	shares := map[string]float64{}
+	for _, a := range m.Arms() {
+		shares[a.Name] = a.EffectiveShare
+	}
+	return m.ExpName, shares, true
 }
 
 // nilIfNone keeps a nil *exposure.Log from becoming a non-nil Sink.

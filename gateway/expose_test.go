@@ -11,11 +11,14 @@ import (
 	"sync"
 	"testing"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/tfgate/tfgate/gateway/exposure"
+	"github.com/tfgate/tfgate/gateway/split"
 	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
 	tfgatev1 "github.com/tfgate/tfgate/proto/tfgate/v1"
 )
@@ -166,5 +169,50 @@ func TestExposureUnwritablePathFailsRun(t *testing.T) {
 	err := Run(context.Background(), RunConfig{ConfigPath: cfg, ModelRoot: dir, ReadyTimeout: 1, Exposure: &exposure.Config{Path: bad}}, Deps{})
 	if err == nil || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), "cannot open it for writing") {
 		t.Fatalf("Run with exposure log %s = %v, want a start-up error naming the path", bad, err)
+	}
+}
+
+// Run wires the live split monitor: a fair experiment's assignments are
+// counted per arm and its SRM gauge does not flag it.
+func TestSplitMonitorThroughRun(t *testing.T) {
+	rd := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(rd))
+	defer mp.Shutdown(context.Background())
+	s := startStack(t, stackOpts{
+		versions: []int64{1, 2},
+		routes:   expRoutes("e", "{name: control, version: 1, weight: 90}", "{name: treatment, version: 2, weight: 10}"),
+		run:      func(rc *RunConfig, d *Deps) { d.MeterProvider = mp },
+	})
+	s.waitRoutable("reviews", 2)
+	const n = 1000
+	for i := 0; i < n; i++ {
+		if _, err := s.client.Predict(context.Background(), &tfgatev1.PredictRequest{Model: "reviews", RoutingKey: fmt.Sprint("customer-", i), Instances: text("fine")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rm metricdata.ResourceMetrics
+	if err := rd.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var assigned int64
+	var p float64 = -1
+	for _, sm := range rm.ScopeMetrics {
+		for _, md := range sm.Metrics {
+			switch d := md.Data.(type) {
+			case metricdata.Sum[int64]:
+				if md.Name == "tfgate.experiment.assignments" {
+					for _, dp := range d.DataPoints {
+						assigned += dp.Value
+					}
+				}
+			case metricdata.Gauge[float64]:
+				if md.Name == "tfgate.experiment.srm.p_value" {
+					p = d.DataPoints[0].Value
+				}
+			}
+		}
+	}
+	if assigned != n || p < split.Threshold {
+		t.Errorf("assignments %d (want %d), SRM p-value %v (want a tested fair split, >= %v)", assigned, n, p, split.Threshold)
 	}
 }

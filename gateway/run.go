@@ -45,6 +45,8 @@ const (
 	DefaultReadyTimeout = 10 * time.Second
 	// DefaultStartupGrace bounds how long /readyz waits for start-up to settle.
 	DefaultStartupGrace = 2 * time.Minute
+	// DefaultPipelineCacheBytes is RunConfig.PipelineCacheBytes's default.
+	DefaultPipelineCacheBytes = preprocess.DefaultCacheBytes
 	// DefaultStreamWorkers is how many goroutines serve streams (see
 	// RunConfig.StreamWorkers).
 	DefaultStreamWorkers = 256
@@ -70,6 +72,11 @@ type RunConfig struct {
 	ModelRoot string
 	// SpecPollInterval is how often ModelRoot is scanned. Default: preprocess's (2s).
 	SpecPollInterval time.Duration
+	// PipelineCacheBytes bounds the compiled preprocessing pipelines kept in
+	// memory (estimated bytes, shared vocabularies counted once), cached by spec
+	// content hash; the least recently used beyond it are compiled again from
+	// the model root when next needed. Default DefaultPipelineCacheBytes (64 MiB).
+	PipelineCacheBytes int64
 	// MaxRecvMsgSize and MaxSendMsgSize bound the gateway server's messages, bytes.
 	// Default 64 MiB each.
 	MaxRecvMsgSize, MaxSendMsgSize int
@@ -115,6 +122,9 @@ type RunConfig struct {
 	// opened at start (an unwritable path fails Run), flushed at shutdown
 	// after the last request. Default: none.
 	Exposure *exposure.Config
+	// SplitWindow is the sliding window of the live SRM test of every
+	// experiment (package gateway/split). Default 10m.
+	SplitWindow time.Duration
 	// Server holds the remaining server options (ConfigPath, Backends, Specs,
 	// Logger and MeterProvider are set by Run).
 	Server Options
@@ -251,7 +261,8 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) (err error) {
 	}
 	mgr.SetModels(first.ModelNames())
 	page.setHosts(mgr)
-	store := preprocess.NewStore(cfg.ModelRoot, preprocess.StoreOptions{PollInterval: cfg.SpecPollInterval, Logger: log, MeterProvider: tel.mp})
+	store := preprocess.NewStore(cfg.ModelRoot, preprocess.StoreOptions{PollInterval: cfg.SpecPollInterval, Logger: log, MeterProvider: tel.mp,
+		CacheBytes: cfg.PipelineCacheBytes})
 
 	bg, stopBg := context.WithCancel(context.Background())
 	defer stopBg()
@@ -290,6 +301,7 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) (err error) {
 		_ = stop()
 		return err
 	}
+	exps.serve(srv)
 	workers.Go(func() error { return srv.Run(bg) })
 
 	serverOpts := append([]grpc.ServerOption{

@@ -8,7 +8,7 @@ import (
 	"github.com/tfgate/tfgate/gateway/exposure"
 )
 
-// exposureFlags defines the --exposure-* flags on fs. Any of them turns the
+// exposureFlags defines the --exposure-* flags (and --split-window) on fs. Any of them turns the
 // exposure log on (cfg.Exposure); gateway.Run then requires --exposure-log and
 // fails at start when it cannot be written.
 func exposureFlags(fs *flag.FlagSet, cfg *gateway.RunConfig) {
@@ -40,6 +40,7 @@ func exposureFlags(fs *flag.FlagSet, cfg *gateway.RunConfig) {
 		x().Compress = b
 		return err
 	})
+	fs.DurationVar(&cfg.SplitWindow, "split-window", 0, "sliding window of the live SRM test of each experiment (tfgate_experiment_srm_p_value; default 10m)")
 	fs.Func("exposure-hash-secret-file", "write key_hash, an HMAC-SHA256 of the routing key under the secret in this file (at least 16 bytes; share it across gateways), instead of the raw key", func(path string) error {
 		secret, err := exposure.ReadSecret(path)
 		if err != nil {
