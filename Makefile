@@ -6,7 +6,7 @@ export PATH := $(TOOLS_BIN):$(PATH)
 GO ?= go
 BINARIES := gateway modelsync loadtest servingsim
 
-.PHONY: all build test vet lint proto protocheck tidycheck tools demo bench bench-modelsync fuzz clean fmt
+.PHONY: all build test vet lint rules proto protocheck tidycheck tools demo up down bench bench-modelsync fuzz clean fmt
 
 all: build
 
@@ -39,8 +39,14 @@ lint:
 vet:
 	$(GO) vet ./...
 
-## test: vet, lint, proto and go.mod checks, every test with -race; ends with a count of skipped tests
-test: tools vet lint protocheck tidycheck
+## rules: promtool check and unit-test the Prometheus rules in deploy/prometheus/
+rules:
+	@scripts/tools.sh prometheus
+	promtool check rules deploy/prometheus/*.rules.yml deploy/prometheus/*.alerts.yml
+	cd deploy/prometheus/tests && promtool test rules *.yml
+
+## test: vet, lint, proto and go.mod checks, the Prometheus rule tests, every test with -race; ends with a count of skipped tests
+test: tools vet lint protocheck tidycheck rules
 	GO=$(GO) scripts/gotest.sh -race -count=1 -timeout 30m ./...
 
 ## demo: the whole stack on loopback, with a report

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the pinned tools tfgate's build, tests and demo need, cached outside the
 # checkout so only the first run pays. Usage: scripts/tools.sh [tool...]
-# Tools: shell, protoc, protoc-gen, buf, consul, fauxqs, chromium, ghz, grpcurl, nginx.
-# Default: all of the first seven (what `make test` and `make demo` need). Prints nothing
+# Tools: shell, protoc, protoc-gen, buf, consul, fauxqs, chromium, prometheus, ghz, grpcurl,
+# nginx. Default: all of the first eight (what `make test` and `make demo` need). Prints nothing
 # for tools already cached.
 set -euo pipefail
 
@@ -66,6 +66,21 @@ tool_nginx() { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt
 # chromium, and fails in CI).
 tool_chromium() { command -v chromium >/dev/null 2>&1 || apt_install chromium; }
 
+# Debian's prometheus (with promtool), pinned to upstream 2.42.0: the demo scrapes the
+# stack with it and `make rules` checks and unit-tests deploy/prometheus/ with promtool.
+# The Debian revision is left to the archive (bookworm's security updates replace it).
+# Without recommends: node-exporter and its timers are not wanted here.
+PROMETHEUS_V=2.42.0
+tool_prometheus() {
+  if command -v promtool >/dev/null 2>&1 && promtool --version 2>/dev/null | grep -q "version $PROMETHEUS_V"; then return 0; fi
+  log "apt-get install prometheus=$PROMETHEUS_V*"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq >/dev/null 2>&1 || true
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "prometheus=$PROMETHEUS_V*" >/dev/null
+  promtool --version 2>/dev/null | grep -q "version $PROMETHEUS_V" || { log "prometheus $PROMETHEUS_V not installed"; return 1; }
+}
+
 # Consul cannot be `go install`ed (replace directives); build it from the module source.
 tool_consul() {
   local stamp="$BIN/.consul.version"
@@ -103,7 +118,7 @@ tool_fauxqs() {
 }
 
 tools=("$@")
-[ ${#tools[@]} -eq 0 ] && tools=(shell protoc protoc-gen buf consul fauxqs chromium)
+[ ${#tools[@]} -eq 0 ] && tools=(shell protoc protoc-gen buf consul fauxqs chromium prometheus)
 for t in "${tools[@]}"; do
   if ! declare -F "tool_$t" >/dev/null; then log "unknown tool $t"; exit 2; fi
   "tool_$t"
