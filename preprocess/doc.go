@@ -7,9 +7,8 @@
 //
 // # Invariants
 //
-//   - A Pipeline is compiled once per version (Load or Parse) and is immutable:
-//     Encode and Decode are pure functions of their arguments, do no I/O and are
-//     safe for concurrent use.
+//   - A Pipeline (from Load or Parse) is immutable: Encode and Decode are pure
+//     functions of their arguments, do no I/O and are safe for concurrent use.
 //   - Encode checks every bound before encoding: at most limits.max_instances
 //     instances, text and categorical values at most limits.max_text_bytes of valid
 //     UTF-8, numeric values finite, no unknown feature names, no missing feature
@@ -33,22 +32,34 @@
 //     ErrInvalidInput.
 //   - Fingerprint hashes the spec and every asset it read: equal fingerprints
 //     mean identical preprocessing.
-//   - Store keeps one Pipeline per <root>/<model>/<version>/ and swaps immutable
+//   - Store follows every <root>/<model>/<version>/ and swaps immutable
 //     snapshots atomically; a version whose spec is missing or invalid is present
 //     with its error, so the gateway can say why it is not routable. Versions
-//     are loaded once and reloaded only when their directory or spec file is
-//     replaced; compiled vocabularies are shared between versions whose
-//     vocabulary files are byte-identical. Versions are treated as immutable, as
-//     TF Serving and modelsync treat them: a model directory whose mtime has not
-//     moved (and did not move within 2 s before it was read) costs one stat per
-//     scan; versions without a usable spec are re-checked every scan.
+//     are read once and re-read only when their directory or spec file is
+//     replaced. Versions are treated as immutable, as TF Serving and modelsync
+//     treat them: a model directory whose mtime has not moved (and did not move
+//     within 2 s before it was read) costs one stat per scan; versions without a
+//     usable spec are re-checked every scan.
+//   - Memory follows the distinct specs in use, not the catalog. A snapshot
+//     keeps per version its directory, stamp and SpecHash (the content hash of
+//     the spec and every asset it reads), no compiled pipeline. Pipelines live in
+//     a byte-bounded LRU keyed by SpecHash (StoreOptions.CacheBytes, default
+//     64 MiB of estimated bytes; at most the budget plus one pipeline), so
+//     versions with identical specs share one pipeline, a spec met again by a
+//     scan is not compiled again, and compiled vocabularies are shared between
+//     cached pipelines whose vocabulary files are byte-identical. The disk is
+//     the source of truth: a miss reads and compiles the version's directory
+//     again (concurrent misses of one hash compile once), and the result must
+//     have the version's SpecHash, else ErrSpecChanged: a pipeline is never
+//     served under the hash of another content.
 //
 // # Concurrency
 //
 // Pipeline and Snapshot are immutable. Store.Run owns the polling loop and
 // returns nil when its context is cancelled; Scan may also be called directly
-// (scans are serialized). Get, Snapshot, Err, Ready and Changes may be called
-// from any goroutine. Changes holds at most one pending signal and is meant for a
+// (scans are serialized). Get, SpecHash, Pipeline, Snapshot, Err, Ready and
+// Changes may be called from any goroutine (a cache miss in Get or Pipeline
+// compiles in the caller). Changes holds at most one pending signal and is meant for a
 // single consumer, which re-reads Snapshot on each receive.
 //
 // # Spec format (tfgate-preprocess/v1)

@@ -113,6 +113,8 @@ type Limits struct {
 // concurrent use.
 type Pipeline struct {
 	fingerprint string
+	hash        SpecHash
+	size        int64 // estimated bytes, its text vocabulary excluded (see sizeBytes)
 	description string
 	metadata    map[string]string
 	limits      Limits
@@ -167,13 +169,15 @@ func parse(spec []byte, assets fs.FS, vocabs *vocabCache) (*Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &compiler{assets: assets, vocabs: vocabs, h: sha256.New()}
+	c := &compiler{assets: assets, vocabs: vocabs, h: sha256.New(), key: newKeyHasher(spec)}
 	c.h.Write(spec)
 	p := c.compile(s)
 	if err := c.probs.err(); err != nil {
 		return nil, err
 	}
 	p.fingerprint = hex.EncodeToString(c.h.Sum(nil))[:16]
+	p.hash = c.key.sum()
+	p.size = p.sizeBytes()
 	return p, nil
 }
 
@@ -201,6 +205,9 @@ func (p *Pipeline) Accepts() Kinds { return p.kinds }
 
 // Limits returns the per-request bounds Encode enforces.
 func (p *Pipeline) Limits() Limits { return p.limits }
+
+// SpecHash is the pipeline's content hash: equal hashes, identical pipelines.
+func (p *Pipeline) SpecHash() SpecHash { return p.hash }
 
 // Fingerprint is a short hash of the spec and every asset it read; two versions
 // with the same fingerprint preprocess identically.
@@ -237,6 +244,7 @@ type compiler struct {
 		Write([]byte) (int, error)
 		Sum([]byte) []byte
 	}
+	key keyHasher // the content hash, over the same bytes as h but framed
 }
 
 func (c *compiler) compile(s *SpecJSON) *Pipeline {
@@ -377,6 +385,7 @@ func (c *compiler) readAsset(field, name string, limit int64) []byte {
 	c.assetBytes += int64(len(b))
 	c.h.Write([]byte("\x00" + name + "\x00"))
 	c.h.Write(b)
+	c.key.asset(name, b)
 	return b
 }
 

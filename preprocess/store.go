@@ -33,6 +33,12 @@ type StoreOptions struct {
 	Logger *slog.Logger
 	// MeterProvider receives the Store's metrics (see metrics.go). Nil: no-op.
 	MeterProvider metric.MeterProvider
+	// CacheBytes bounds the compiled pipelines the Store keeps (estimated bytes,
+	// vocabularies included and counted once however many pipelines share them):
+	// beyond it the least recently used are dropped and compiled again from disk
+	// when next asked for. Pipelines are cached by content hash, so versions with
+	// identical specs and assets share one. Default DefaultCacheBytes (64 MiB).
+	CacheBytes int64
 }
 
 func (o StoreOptions) withDefaults() StoreOptions {
@@ -42,20 +48,25 @@ func (o StoreOptions) withDefaults() StoreOptions {
 	if o.Concurrency <= 0 {
 		o.Concurrency = 4
 	}
+	if o.CacheBytes <= 0 {
+		o.CacheBytes = DefaultCacheBytes
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return o
 }
 
-// Entry is one model version the Store has seen: its pipeline, or why it has none.
+// Entry is one model version the Store has seen: where its spec is and its
+// content hash, or why it has no usable spec. It holds no compiled pipeline: the
+// Store's cache does, by hash (Store.Pipeline).
 type Entry struct {
 	Model   string
 	Version int64
 	// Dir is the version directory.
 	Dir string
-	// Pipeline is nil when Err is set.
-	Pipeline *Pipeline
+	// Hash is the spec's content hash; zero when Err is set.
+	Hash SpecHash
 	// Err wraps ErrNoSpec or ErrSpec when the version has no usable spec.
 	Err error
 	// LoadedAt is when the spec was (last) read.
@@ -89,6 +100,22 @@ type Snapshot struct {
 	models     map[string]map[int64]*Entry
 	versions   map[string][]int64  // model -> sorted versions of models (read on every routing rebuild)
 	dirs       map[string]dirStamp // model directories as last read
+	hashes     map[SpecHash]int32  // versions with a valid spec, by content hash
+	cache      *pipelineCache      // the Store's
+	vocabs     *vocabCache
+}
+
+// specHashes counts the valid versions of models by content hash.
+func specHashes(models map[string]map[int64]*Entry) map[SpecHash]int32 {
+	out := map[SpecHash]int32{}
+	for _, vs := range models {
+		for _, e := range vs {
+			if e.Err == nil {
+				out[e.Hash]++
+			}
+		}
+	}
+	return out
 }
 
 func sortedVersions(models map[string]map[int64]*Entry) map[string][]int64 {
@@ -136,13 +163,34 @@ func allLoaded(vs map[int64]*Entry) bool {
 func (s *Snapshot) Generation() uint64 { return s.generation }
 
 // Get returns the version's pipeline, false when the version is unknown or has no
-// valid spec.
+// valid spec (or its spec can no longer be compiled: see Store.Pipeline). It
+// compiles on a cache miss.
 func (s *Snapshot) Get(model string, version int64) (*Pipeline, bool) {
 	e := s.models[model][version]
-	if e == nil || e.Pipeline == nil {
+	if e == nil || e.Err != nil {
 		return nil, false
 	}
-	return e.Pipeline, true
+	p, err := s.pipeline(e)
+	return p, err == nil
+}
+
+// SpecHash returns the content hash of the version's spec, false when the
+// version is unknown or has no valid spec. It does no I/O.
+func (s *Snapshot) SpecHash(model string, version int64) (SpecHash, bool) {
+	e := s.models[model][version]
+	if e == nil || e.Err != nil {
+		return SpecHash{}, false
+	}
+	return e.Hash, true
+}
+
+// pipeline is e's pipeline from the cache, compiled from e.Dir on a miss.
+func (s *Snapshot) pipeline(e *Entry) (*Pipeline, error) {
+	if s.cache == nil {
+		return nil, fmt.Errorf("%w: %s/%d", ErrVersionNotFound, e.Model, e.Version)
+	}
+	p, _, err := s.cache.get(e.Hash, func() (*Pipeline, error) { return load(e.Dir, s.vocabs) })
+	return p, err
 }
 
 // Lookup returns the version's entry, with its load error if any.
@@ -165,19 +213,6 @@ func (s *Snapshot) Err(model string, version int64) error {
 	return e.Err
 }
 
-// vocabularies returns the compiled vocabularies the snapshot's pipelines use.
-func (s *Snapshot) vocabularies() map[*wordVocab]bool {
-	used := map[*wordVocab]bool{}
-	for _, vs := range s.models {
-		for _, e := range vs {
-			if e.Pipeline != nil && e.Pipeline.text != nil {
-				used[e.Pipeline.text.v] = true
-			}
-		}
-	}
-	return used
-}
-
 // Models lists the model names, sorted.
 func (s *Snapshot) Models() []string {
 	out := make([]string, 0, len(s.models))
@@ -192,10 +227,16 @@ func (s *Snapshot) Models() []string {
 // The slice is shared: do not modify it.
 func (s *Snapshot) Versions(model string) []int64 { return s.versions[model] }
 
-// Store keeps the pipelines of every <root>/<model>/<version>/ (the tree TF
+// Store follows the specs of every <root>/<model>/<version>/ (the tree TF
 // Serving and the modelsync sidecar share), polling for new, replaced and removed
 // versions. Version directories whose names are not non-negative integers (the
 // sidecar's temporary names) are ignored, as TF Serving ignores them.
+//
+// Per version it keeps only the directory, its stamp and the spec's content
+// hash; compiled pipelines live in a byte-bounded LRU keyed by that hash
+// (StoreOptions.CacheBytes), so memory follows the distinct specs in use, not
+// the catalog. The disk is the source of truth: a pipeline dropped from the
+// cache is read and compiled again when next asked for.
 type Store struct {
 	root    string
 	opts    StoreOptions
@@ -204,7 +245,8 @@ type Store struct {
 	ready   chan struct{}
 	once    sync.Once
 	scanMu  sync.Mutex // one scan at a time
-	vocabs  vocabCache // shared by the pipelines of the current snapshot
+	vocabs  vocabCache // shared by the cached pipelines
+	cache   *pipelineCache
 	metrics *storeMetrics
 	now     func() time.Time
 }
@@ -218,7 +260,8 @@ func NewStore(root string, opts StoreOptions) *Store {
 		ready:   make(chan struct{}),
 		now:     time.Now,
 	}
-	s.snap.Store(&Snapshot{models: map[string]map[int64]*Entry{}})
+	s.cache = newPipelineCache(s.opts.CacheBytes, &s.vocabs)
+	s.snap.Store(&Snapshot{models: map[string]map[int64]*Entry{}, cache: s.cache, vocabs: &s.vocabs})
 	s.metrics = newStoreMetrics(s.opts.MeterProvider, s.opts.Logger, s)
 	return s
 }
@@ -266,10 +309,45 @@ func (s *Store) Changes() <-chan struct{} { return s.changes }
 // Snapshot returns the current immutable snapshot.
 func (s *Store) Snapshot() *Snapshot { return s.snap.Load() }
 
-// Get returns a version's pipeline from the current snapshot.
+// Get returns a version's pipeline from the current snapshot, compiling it on a
+// cache miss.
 func (s *Store) Get(model string, version int64) (*Pipeline, bool) {
 	return s.snap.Load().Get(model, version)
 }
+
+// SpecHash returns the content hash of a version's spec in the current
+// snapshot, false without a valid spec. It does no I/O.
+func (s *Store) SpecHash(model string, version int64) (SpecHash, bool) {
+	return s.snap.Load().SpecHash(model, version)
+}
+
+// Pipeline returns the compiled pipeline whose content hash is want, for the
+// version (model, version): from the cache, or on a miss read and compiled from
+// the version's directory in the current snapshot, which must still have that
+// hash (ErrSpecChanged otherwise; ErrVersionNotFound or the load error when the
+// version is gone or broken). Concurrent misses for one hash compile once.
+func (s *Store) Pipeline(model string, version int64, want SpecHash) (*Pipeline, error) {
+	p, _, err := s.cache.get(want, func() (*Pipeline, error) {
+		e := s.snap.Load().models[model][version]
+		switch {
+		case e == nil:
+			return nil, fmt.Errorf("%w: %s/%d", ErrVersionNotFound, model, version)
+		case e.Err != nil:
+			return nil, e.Err
+		case e.Hash != want:
+			return nil, fmt.Errorf("%w: %s/%d", ErrSpecChanged, model, version)
+		}
+		return load(e.Dir, &s.vocabs)
+	})
+	return p, err
+}
+
+// CacheStats reports the compiled-pipeline cache's counters and sizes.
+func (s *Store) CacheStats() CacheStats { return s.cache.stats() }
+
+// SetCacheBytes changes the cache's byte budget (StoreOptions.CacheBytes),
+// dropping least recently used pipelines down to it now.
+func (s *Store) SetCacheBytes(n int64) { s.cache.setBudget(n) }
 
 // Err says why a version has no pipeline in the current snapshot (see Snapshot.Err).
 func (s *Store) Err(model string, version int64) error {
@@ -355,12 +433,13 @@ func (s *Store) Scan(ctx context.Context) error {
 		changed = true
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(s.opts.Concurrency)
+		var compiled sync.Map // SpecHash -> true: compiled (so valid) in this scan
 		for _, e := range toLoad {
 			g.Go(func() error {
 				if err := gctx.Err(); err != nil {
 					return err
 				}
-				e.Pipeline, e.Err = load(e.Dir, &s.vocabs)
+				e.Hash, e.Err = s.read(e.Dir, prev.hashes, &compiled)
 				e.LoadedAt = s.now()
 				return nil
 			})
@@ -376,19 +455,22 @@ func (s *Store) Scan(ctx context.Context) error {
 			} else {
 				s.metrics.loads.Add(ctx, 1, s.metrics.ok)
 				s.opts.Logger.Info("preprocess: loaded spec", "model", e.Model, "version", e.Version,
-					"fingerprint", e.Pipeline.Fingerprint())
+					"spec_hash", e.Hash.String())
 			}
 		}
 	}
 	first := prev.generation == 0
 	if !changed && !first {
 		// Same versions; keep the new directory stamps without a new generation.
-		s.snap.Store(&Snapshot{generation: prev.generation, models: prev.models, versions: prev.versions, dirs: dirs})
+		s.snap.Store(&Snapshot{generation: prev.generation, models: prev.models, versions: prev.versions, dirs: dirs,
+			hashes: prev.hashes, cache: s.cache, vocabs: &s.vocabs})
 	}
 	if changed || first {
-		snap := &Snapshot{generation: prev.generation + 1, models: next, versions: sortedVersions(next), dirs: dirs}
+		snap := &Snapshot{generation: prev.generation + 1, models: next, versions: sortedVersions(next), dirs: dirs,
+			hashes: specHashes(next), cache: s.cache, vocabs: &s.vocabs}
 		s.snap.Store(snap)
-		s.vocabs.retain(snap.vocabularies())
+		// Pipelines of specs no version has any more are dropped now.
+		s.cache.retain(func(h SpecHash) bool { return snap.hashes[h] > 0 })
 		select {
 		case s.changes <- struct{}{}:
 		default:
@@ -396,6 +478,37 @@ func (s *Store) Scan(ctx context.Context) error {
 	}
 	s.once.Do(func() { close(s.ready) })
 	return nil
+}
+
+// read checks a new or replaced version's spec and returns its content hash.
+// A spec whose content hash is already known to compile (a version of the last
+// snapshot has it, it is cached, or this scan compiled it) is not compiled
+// again: identical specs compile once. Otherwise it is compiled, which validates
+// it, and the pipeline is cached.
+func (s *Store) read(dir string, known map[SpecHash]int32, compiled *sync.Map) (SpecHash, error) {
+	if h, ok := contentKey(dir); ok {
+		if _, done := compiled.Load(h); done || known[h] > 0 || s.cache.peek(h) {
+			return h, nil
+		}
+		// Through the cache, so that concurrent reads of one spec compile it once.
+		_, hit, err := s.cache.get(h, func() (*Pipeline, error) { return load(dir, &s.vocabs) })
+		switch {
+		case err == nil:
+			compiled.Store(h, true)
+			return h, nil
+		case !hit && !errors.Is(err, ErrSpecChanged):
+			return SpecHash{}, err // this version's own compile error
+		}
+		// Another version's compile failed, or the key disagreed: compile here.
+	}
+	p, err := load(dir, &s.vocabs)
+	if err != nil {
+		return SpecHash{}, err
+	}
+	s.cache.misses.Add(1)
+	s.cache.add(p)
+	compiled.Store(p.hash, true)
+	return p.hash, nil
 }
 
 func isDir(parent string, e fs.DirEntry) bool {

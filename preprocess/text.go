@@ -47,6 +47,8 @@ type wordVocab struct {
 	maxStart, maxCont int // longest key in bytes, to bound the match loop
 	size              int // lines, so ids are in [0, size)
 	prefix            string
+	key               vocabKey // what it was built from
+	bytes             int64    // estimated size (vocabBytes)
 }
 
 func newWordVocab(toks []string, prefix string) *wordVocab {
@@ -84,10 +86,15 @@ func (v *wordVocab) id(tok string) (int32, bool) {
 	return id, ok
 }
 
-// vocabCache shares compiled vocabularies between the pipelines of a Store.
+// vocabCache shares compiled vocabularies between the pipelines in a Store's
+// cache. It holds the vocabularies of the cached pipelines (refs counts the
+// pipelines using each), so a vocabulary lives as long as a cached pipeline uses
+// it, a compile of a spec with the same vocabulary file reuses it, and the cache
+// counts its bytes once.
 type vocabCache struct {
-	mu sync.Mutex
-	m  map[vocabKey]*wordVocab
+	mu   sync.Mutex
+	m    map[vocabKey]*wordVocab
+	refs map[*wordVocab]int
 }
 
 type vocabKey struct {
@@ -95,43 +102,55 @@ type vocabKey struct {
 	prefix string
 }
 
-// get returns the cached vocabulary for k, building it on a miss. A nil cache
-// always builds.
+// get returns the shared vocabulary for k, building it when there is none. A
+// nil cache always builds.
 func (c *vocabCache) get(k vocabKey, build func() *wordVocab) *wordVocab {
-	if c == nil {
-		return build()
+	if c != nil {
+		c.mu.Lock()
+		v := c.m[k]
+		c.mu.Unlock()
+		if v != nil {
+			return v
+		}
 	}
-	c.mu.Lock()
-	v := c.m[k]
-	c.mu.Unlock()
+	v := build()
 	if v != nil {
-		return v
+		v.key, v.bytes = k, vocabBytes(v)
 	}
-	v = build()
-	if v == nil {
-		return nil
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if old := c.m[k]; old != nil {
-		return old
-	}
-	if c.m == nil {
-		c.m = map[vocabKey]*wordVocab{}
-	}
-	c.m[k] = v
 	return v
 }
 
-// retain drops every cached vocabulary not in used.
-func (c *vocabCache) retain(used map[*wordVocab]bool) {
+// ref counts one more cached pipeline using v and shares v under its key if no
+// other vocabulary is shared there. It reports whether v was not counted before
+// (its bytes join the cache's).
+func (c *vocabCache) ref(v *wordVocab) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for k, v := range c.m {
-		if !used[v] {
-			delete(c.m, k)
-		}
+	if c.refs == nil {
+		c.refs, c.m = map[*wordVocab]int{}, map[vocabKey]*wordVocab{}
 	}
+	c.refs[v]++
+	if c.refs[v] > 1 {
+		return false
+	}
+	if c.m[v.key] == nil {
+		c.m[v.key] = v
+	}
+	return true
+}
+
+// unref undoes ref; it reports whether that was v's last cached pipeline.
+func (c *vocabCache) unref(v *wordVocab) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.refs[v]--; c.refs[v] > 0 {
+		return false
+	}
+	delete(c.refs, v)
+	if c.m[v.key] == v {
+		delete(c.m, v.key)
+	}
+	return true
 }
 
 func (c *vocabCache) len() int {
