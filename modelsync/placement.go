@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/hashicorp/consul/api"
+	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -162,12 +163,13 @@ func NewPlacementDeps(cfg Config, log *slog.Logger) (PlacementDeps, func(), erro
 // below mu's block; mu guards what the SQS receivers and the model goroutines
 // touch (the assignment for filtering, in-flight fetches, finished jobs).
 type placer struct {
-	s    *syncer
-	cfg  PlacementConfig
-	deps PlacementDeps
-	rl   *reload.Reloader
-	log  *slog.Logger
-	kick chan struct{}
+	s       *syncer
+	cfg     PlacementConfig
+	deps    PlacementDeps
+	rl      *reload.Reloader
+	log     *slog.Logger
+	kick    chan struct{}
+	metrics *placementMetrics
 
 	mu       sync.Mutex
 	view     *placement.HostView // last known assignment; nil before the first
@@ -200,7 +202,7 @@ type placer struct {
 	lastStatus time.Time
 }
 
-func newPlacer(s *syncer, deps PlacementDeps) (*placer, error) {
+func newPlacer(s *syncer, deps PlacementDeps, m metric.Meter) (*placer, error) {
 	if deps.Store == nil || deps.TFServing == nil {
 		return nil, errors.New("modelsync: placement mode needs Deps.Placement.Store and .TFServing (NewPlacementDeps)")
 	}
@@ -215,6 +217,7 @@ func newPlacer(s *syncer, deps PlacementDeps) (*placer, error) {
 		states: map[string]map[int64]*servingpb.ModelVersionStatus{}, configured: map[placement.Key]time.Time{},
 		loadSec: map[placement.Key]float64{}, failures: map[placement.Key]placement.StatusFailure{},
 		retryAt: map[placement.Key]time.Time{}, attempts: map[placement.Key]int{},
+		metrics: newPlacementMetrics(m),
 	}, nil
 }
 
@@ -645,10 +648,12 @@ func (p *placer) takeReload(ctx context.Context) bool {
 			p.log.Warn("placement: TF Serving reload failed; resending", "models", r.models, "err", r.err, "took", r.took, "retry_in", d)
 		}
 		p.posted, p.reloadRetry = nil, time.Now().Add(d)
+		p.metrics.reload(false)
 		p.dirty = true
 	case r.sent:
 		p.reloadFails = 0
 		p.log.Info("placement: TF Serving model config set", "models", r.models, "took", r.took)
+		p.metrics.reload(true)
 		p.dirty = true
 	}
 	return running
@@ -840,6 +845,7 @@ func (p *placer) evict(ctx context.Context, assigned map[placement.Key]bool, now
 			continue
 		}
 		bytes -= p.disk[k]
+		p.metrics.removed.Add(context.Background(), 1)
 		p.log.Info("placement: removed an unassigned version", "model", k.Model, "version", k.Version,
 			"bytes", p.disk[k], "unassigned_since", p.lastUsed[k], "cache_bytes", bytes)
 		delete(p.disk, k)
@@ -882,9 +888,21 @@ func (p *placer) report(ctx context.Context, full bool) {
 	slices.SortFunc(st.Failures, func(a, b placement.StatusFailure) int {
 		return compareKeys(placement.Key{Model: a.Model, Version: a.Version}, placement.Key{Model: b.Model, Version: b.Version})
 	})
-	for _, n := range p.disk {
+	var cached int64
+	p.mu.Lock()
+	assigned := len(p.assigned)
+	for k, n := range p.disk {
 		st.DiskBytes += n
+		if !p.assigned[k] {
+			cached += n
+		}
 	}
+	p.mu.Unlock()
+	p.metrics.assigned.Store(int64(assigned))
+	p.metrics.resident.Store(int64(len(st.Resident)))
+	p.metrics.failures.Store(int64(len(st.Failures)))
+	p.metrics.diskAssigned.Store(st.DiskBytes - cached)
+	p.metrics.diskCached.Store(cached)
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err := p.deps.Store.PutStatus(cctx, st)
 	cancel()

@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
@@ -44,6 +47,8 @@ type placementEnv struct {
 	s3      *flakyS3 // counts the sidecar's GETs
 	dirs    map[placement.Key]string
 
+	metrics *sdkmetric.ManualReader
+
 	mu       sync.Mutex
 	statuses []statusWrite
 }
@@ -73,6 +78,7 @@ func newPlacementEnv(t *testing.T) *placementEnv {
 	pe.ms = servingpb.NewModelServiceClient(conn)
 	pe.tf = &holdingMS{ModelService: pe.ms, hold: map[placement.Key]bool{}, asked: map[placement.Key]int{}}
 	pe.s3 = pe.flaky(nil)
+	pe.metrics = sdkmetric.NewManualReader()
 	return pe
 }
 
@@ -89,7 +95,9 @@ func (pe *placementEnv) config(cacheBytes int64) Config {
 
 func (pe *placementEnv) start(cfg Config) *sidecar {
 	pe.t.Helper()
-	return pe.env.start(cfg, Deps{Placement: PlacementDeps{Store: pe.store, TFServing: pe.tf,
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(pe.metrics))
+	pe.t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	return pe.env.start(cfg, Deps{Meter: mp, Placement: PlacementDeps{Store: pe.store, TFServing: pe.tf,
 		OnStatus: func(st placement.HostStatus, err error) {
 			pe.mu.Lock()
 			pe.statuses = append(pe.statuses, statusWrite{st, err})
@@ -455,6 +463,11 @@ func TestPlacementRemovesOnlyUnloaded(t *testing.T) {
 	}
 	pe.tf.setHold(b1, false)
 	pe.waitExactly(t, []placement.Key{a1})
+	pe.status(t, "only a@1 resident", func(st placement.HostStatus) bool { return slices.Equal(resident(st), []string{"a@1"}) })
+	if got := pe.metricSums(t); got["modelsync.placement.removed"] != 1 || got["modelsync.placement.versions/assigned"] != 1 ||
+		got["modelsync.placement.versions/available"] != 1 || got["modelsync.placement.disk/cached"] != 0 || got["modelsync.placement.reloads/ok"] < 2 {
+		t.Errorf("placement metrics %v", got)
+	}
 
 	// Consul goes away: the status writes fail, the host keeps a@1.
 	pe.consul.Stop(t)
@@ -591,4 +604,37 @@ func TestPlacementConsulDownAtStartup(t *testing.T) {
 		t.Errorf("model config rewritten without an assignment:\n%s", b)
 	}
 	pe.queueEmpty()
+}
+
+// metricSums reads the sidecar's placement metrics as name[/state-or-kind-or-outcome] -> value.
+func (pe *placementEnv) metricSums(t *testing.T) map[string]int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := pe.metrics.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	name := func(n string, attrs attribute.Set) string {
+		for _, k := range []attribute.Key{"state", "kind", "outcome"} {
+			if v, ok := attrs.Value(k); ok {
+				return n + "/" + v.AsString()
+			}
+		}
+		return n
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, dp := range d.DataPoints {
+					out[name(m.Name, dp.Attributes)] += dp.Value
+				}
+			case metricdata.Gauge[int64]:
+				for _, dp := range d.DataPoints {
+					out[name(m.Name, dp.Attributes)] = dp.Value
+				}
+			}
+		}
+	}
+	return out
 }

@@ -130,6 +130,9 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	if s.lagReg != nil {
 		defer s.lagReg.Unregister()
 	}
+	if s.place != nil {
+		defer s.place.metrics.close()
+	}
 	cfg = s.cfg
 
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -257,7 +260,7 @@ func newSyncer(cfg Config, deps Deps) (*syncer, error) {
 		// The model config follows the assignment; the add-only reloader would load
 		// every version on disk.
 		s.deps.Reloader = nil
-		if s.place, err = newPlacer(s, deps.Placement); err != nil {
+		if s.place, err = newPlacer(s, deps.Placement, m); err != nil {
 			jr.Close()
 			return nil, err
 		}
