@@ -59,6 +59,12 @@ func Code(err error) codes.Code {
 		return codes.NotFound
 	case errors.Is(err, ErrSpecPending), errors.Is(err, ErrShuttingDown):
 		return codes.Unavailable
+	case errors.Is(err, ErrColdStart): // held for a load that did not finish in time
+		return codes.Unavailable
+	case errors.Is(err, ErrColdQueueFull):
+		return codes.ResourceExhausted
+	case errors.Is(err, ErrUnplaceable):
+		return codes.FailedPrecondition
 	case errors.Is(err, ErrVersionMismatch), errors.Is(err, ErrBadBackendResponse):
 		return codes.Internal
 	case errors.Is(err, ErrDeadlineTooShort):

@@ -125,6 +125,10 @@ type RunConfig struct {
 	// SplitWindow is the sliding window of the live SRM test of every
 	// experiment (package gateway/split). Default 10m.
 	SplitWindow time.Duration
+	// Placement, when set, runs placement in this gateway (placement.go): a
+	// controller, demand reports, and cold-start holding of requests for
+	// versions no host has. Default: off.
+	Placement *PlacementConfig
 	// Server holds the remaining server options (ConfigPath, Backends, Specs,
 	// Logger and MeterProvider are set by Run).
 	Server Options
@@ -302,6 +306,13 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) (err error) {
 		return err
 	}
 	exps.serve(srv)
+	if cfg.Placement != nil {
+		if err := startPlacement(*cfg.Placement, first, srv, &workers, bg, log, tel.mp); err != nil {
+			_ = srv.Close(context.Background())
+			_ = stop()
+			return err
+		}
+	}
 	workers.Go(func() error { return srv.Run(bg) })
 
 	serverOpts := append([]grpc.ServerOption{

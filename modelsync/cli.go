@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -133,6 +134,26 @@ func AWSClients(ctx context.Context, region, s3Endpoint string, pathStyle bool, 
 		}
 	})
 	return s3c, sqsc, nil
+}
+
+// SNSClient builds an SNS client (for `modelsync publish -topic`), with the SDK's default
+// credential chain; endpoint overrides AWS's (fauxqs serves SNS on its SQS port).
+func SNSClient(ctx context.Context, region, endpoint string) (*sns.Client, error) {
+	if region == "" {
+		region = os.Getenv("AWS_REGION")
+	}
+	if region == "" {
+		region = "us-east-1"
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(region))
+	if err != nil {
+		return nil, fmt.Errorf("AWS config: %w", err)
+	}
+	return sns.NewFromConfig(awsCfg, func(o *sns.Options) {
+		if endpoint != "" {
+			o.BaseEndpoint = aws.String(endpoint)
+		}
+	}), nil
 }
 
 // NewDeps wires the production dependencies for cfg. close releases them.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	kgzip "github.com/klauspost/compress/gzip"
 
@@ -34,6 +35,19 @@ type SendAPI interface {
 	SendMessage(ctx context.Context, in *sqs.SendMessageInput, opts ...func(*sqs.Options)) (*sqs.SendMessageOutput, error)
 }
 
+// TopicAPI is what Publish needs of SNS.
+type TopicAPI interface {
+	Publish(ctx context.Context, in *sns.PublishInput, opts ...func(*sns.Options)) (*sns.PublishOutput, error)
+}
+
+// PublishClients are the services Publish uses: S3 always, SQS for a QueueURL, SNS
+// for a Topic.
+type PublishClients struct {
+	S3  PutAPI
+	SQS SendAPI
+	SNS TopicAPI
+}
+
 // PublishOptions describe one upload.
 type PublishOptions struct {
 	Bucket  string
@@ -42,7 +56,13 @@ type PublishOptions struct {
 	Version int64
 	// Dir is the version directory to archive (its contents become the archive's root).
 	Dir string
-	// QueueURL, when set, receives the S3-shaped notification for the upload.
+	// Topic, when set, is the ARN of the SNS topic the S3-shaped notification is
+	// published to, as a bucket notification configuration does in production
+	// (S3 -> SNS -> one SQS queue per sidecar).
+	Topic string
+	// QueueURL, when set, receives the S3-shaped notification for the upload directly
+	// (raw S3 -> SQS delivery, or with SNS an SNS-shaped envelope, as a subscription
+	// without raw delivery would).
 	QueueURL string
 	// SNS wraps the notification in an SNS envelope, as a topic subscription delivers it.
 	SNS bool
@@ -72,6 +92,14 @@ func ObjectKey(prefix, model string, version int64) string {
 // Publish archives opt.Dir as .tar.gz, uploads it with its SHA-256 in metadata and, with a
 // QueueURL, sends the notification S3 would have sent.
 func Publish(ctx context.Context, put PutAPI, send SendAPI, opt PublishOptions) (Published, error) {
+	return PublishWith(ctx, PublishClients{S3: put, SQS: send}, opt)
+}
+
+// PublishWith is Publish with every client: with a Topic it publishes the notification
+// to that SNS topic (SNS wraps it and fans it out to the subscribed queues), with a
+// QueueURL it sends it to that queue; both may be set.
+func PublishWith(ctx context.Context, c PublishClients, opt PublishOptions) (Published, error) {
+	put, send := c.S3, c.SQS
 	var errs []error
 	if opt.Bucket == "" {
 		errs = append(errs, errors.New("bucket is required"))
@@ -87,6 +115,12 @@ func Publish(ctx context.Context, put PutAPI, send SendAPI, opt PublishOptions) 
 	}
 	if opt.QueueURL != "" && send == nil {
 		errs = append(errs, errors.New("a queue URL needs an SQS client"))
+	}
+	if opt.Topic != "" && c.SNS == nil {
+		errs = append(errs, errors.New("a topic needs an SNS client"))
+	}
+	if put == nil {
+		errs = append(errs, errors.New("an S3 client is required"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Published{}, err
@@ -117,8 +151,18 @@ func Publish(ctx context.Context, put PutAPI, send SendAPI, opt PublishOptions) 
 		return pub, fmt.Errorf("upload s3://%s/%s: %w", opt.Bucket, pub.Key, err)
 	}
 	pub.ETag = strings.Trim(aws.ToString(out.ETag), `"`)
+	now := time.Now()
+	if opt.Topic != "" {
+		// What S3 publishes to a topic: the event JSON as the message, subject
+		// "Amazon S3 Notification". SNS adds the envelope on delivery.
+		body := event.NewCreated(opt.Bucket, pub.Key, size, pub.ETag, now)
+		if _, err := c.SNS.Publish(ctx, &sns.PublishInput{
+			TopicArn: aws.String(opt.Topic), Message: aws.String(string(body)), Subject: aws.String("Amazon S3 Notification"),
+		}); err != nil {
+			return pub, fmt.Errorf("uploaded, but the notification to topic %s failed: %w", opt.Topic, err)
+		}
+	}
 	if opt.QueueURL != "" {
-		now := time.Now()
 		body := event.NewCreated(opt.Bucket, pub.Key, size, pub.ETag, now)
 		if opt.SNS {
 			arn := opt.TopicARN

@@ -57,6 +57,39 @@ func TestPublishCommand(t *testing.T) {
 	}
 }
 
+// TestPublishCommandTopic: with -topic, `modelsync publish` publishes the S3 event to an
+// SNS topic as S3 would, and every queue subscribed to it receives it SNS-wrapped.
+func TestPublishCommandTopic(t *testing.T) {
+	bin := buildBinary(t)
+	s3srv := testenv.StartS3(t)
+	s3srv.CreateBucket(t, "models")
+	sqsSrv := testenv.StartSQS(t)
+	topic := sqsSrv.CreateTopic(t, "models-events")
+	queues := []testenv.Queue{sqsSrv.CreateQueue(t, "host-a", testenv.QueueOptions{}), sqsSrv.CreateQueue(t, "host-b", testenv.QueueOptions{})}
+	for _, q := range queues {
+		sqsSrv.Subscribe(t, topic, q)
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "saved_model.pb"), []byte("graph"), 0o644)
+
+	cmd := exec.Command(bin, "publish", "-bucket", "models", "-model", "ctr", "-version", "8",
+		"-s3-endpoint", s3srv.Endpoint, "-s3-path-style", "-sns-endpoint", sqsSrv.Endpoint, "-topic", topic, dir)
+	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID=t", "AWS_SECRET_ACCESS_KEY=t", "AWS_REGION=us-east-1", "AWS_EC2_METADATA_DISABLED=true")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("publish -topic: %v\n%s", err, out)
+	}
+	for _, q := range queues {
+		msgs, err := sqsSrv.Client.ReceiveMessage(context.Background(), &sqs.ReceiveMessageInput{QueueUrl: aws.String(q.URL), WaitTimeSeconds: 2})
+		if err != nil || len(msgs.Messages) != 1 {
+			t.Fatalf("receive from %s: %v %v", q.Name, msgs, err)
+		}
+		m, err := event.Parse([]byte(aws.ToString(msgs.Messages[0].Body)), 0)
+		if err != nil || !m.SNS || len(m.Records) != 1 || m.Records[0].Key != "ctr/8.tar.gz" {
+			t.Errorf("%s got %+v, %v; want the SNS-wrapped event for ctr/8.tar.gz", q.Name, m, err)
+		}
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
 	bin := buildBinary(t)
 	tests := []struct {

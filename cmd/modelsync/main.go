@@ -3,7 +3,7 @@
 //
 //	modelsync run -base-path /models -queue-url URL -bucket B [flags]   (or: modelsync -base-path ...)
 //	modelsync run -placement -placement-host ID ... (sync only this host's assignment; Consul from CONSUL_HTTP_ADDR)
-//	modelsync publish -bucket B -model M -version V [-queue-url URL [-sns]] DIR
+//	modelsync publish -bucket B -model M -version V [-topic ARN] [-queue-url URL [-sns]] DIR
 //	modelsync history -base-path /models [-model M] [-outcome failed,rejected] [-since 24h] [-sort duration -desc]
 //	modelsync extract [-root V] [-gzip klauspost|std] [-fsync] ARCHIVE DIR   (check an archive as the sidecar would)
 package main
@@ -118,6 +118,7 @@ func publish(ctx context.Context, args []string) error {
 	fs.StringVar(&o.Prefix, "prefix", "", "key prefix: the key is <prefix>/<model>/<version>.tar.gz")
 	fs.StringVar(&o.Model, "model", "", "model name (required)")
 	fs.Int64Var(&o.Version, "version", -1, "version number (required)")
+	fs.StringVar(&o.Topic, "topic", "", "publish the S3 event notification to this SNS topic ARN, as the bucket's notification configuration would")
 	fs.StringVar(&o.QueueURL, "queue-url", "", "also send the S3 event notification to this SQS queue")
 	fs.BoolVar(&o.SNS, "sns", false, "wrap the notification in an SNS envelope")
 	fs.StringVar(&o.TopicARN, "topic-arn", "", "topic ARN named in the SNS envelope")
@@ -125,6 +126,7 @@ func publish(ctx context.Context, args []string) error {
 	s3Endpoint := fs.String("s3-endpoint", "", "S3 endpoint override")
 	pathStyle := fs.Bool("s3-path-style", false, "path-style S3 addressing")
 	sqsEndpoint := fs.String("sqs-endpoint", "", "SQS endpoint override")
+	snsEndpoint := fs.String("sns-endpoint", "", "SNS endpoint override (fauxqs: its SQS endpoint)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -136,7 +138,13 @@ func publish(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	p, err := modelsync.Publish(ctx, s3c, sqsc, o)
+	clients := modelsync.PublishClients{S3: s3c, SQS: sqsc}
+	if o.Topic != "" {
+		if clients.SNS, err = modelsync.SNSClient(ctx, *region, *snsEndpoint); err != nil {
+			return err
+		}
+	}
+	p, err := modelsync.PublishWith(ctx, clients, o)
 	if err != nil {
 		return err
 	}

@@ -51,6 +51,9 @@ type Config struct {
 	Limits Limits `yaml:"limits"`
 	// Models by name. Required: at least one.
 	Models map[string]*Model `yaml:"models"`
+	// Placement is the placement policy and the gateway's cold-start settings
+	// (placement.go), used with --placement. Default: every default.
+	Placement Placement `yaml:"placement"`
 
 	// File is the path the config was read from (for messages); not decoded.
 	File string `yaml:"-"`
@@ -294,16 +297,19 @@ func Parse(file string, data []byte, specs SpecChecker) (*Config, error) {
 		case "models":
 			c.Models = decodeModels(v, report)
 		default:
-			ve.add("", "line %d: unknown top-level field %q (known: backends, defaults, limits, models)", k.Line, k.Value)
+			ve.add("", "line %d: unknown top-level field %q (known: backends, defaults, limits, models, placement)", k.Line, k.Value)
 		}
 	}
 	c.validate(ve, specs)
 	if len(ve.Problems) > 0 {
+		case "placement":
+			strictDecode(v, &c.Placement, "placement: ", report)
 		return nil, ve
 	}
 	return c, nil
 }
 
+	c.finishPlacement(ve)
 func decodeModels(n *yaml.Node, report func(string)) map[string]*Model {
 	if n.Kind != yaml.MappingNode {
 		report(fmt.Sprintf("line %d: models must be a mapping from model name to its routing", n.Line))

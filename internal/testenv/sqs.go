@@ -15,6 +15,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 )
@@ -34,12 +35,15 @@ func AWSConfig() aws.Config {
 	}
 }
 
-// SQSServer is a fauxqs process on loopback.
+// SQSServer is a fauxqs process on loopback. It speaks SNS on the same endpoint, with
+// SNS -> SQS fan-out to subscribed queues.
 type SQSServer struct {
 	// Endpoint is the base URL, e.g. http://127.0.0.1:4566.
 	Endpoint string
 	// Client talks to it.
 	Client *sqs.Client
+	// SNS talks to its SNS side.
+	SNS *sns.Client
 }
 
 // QueueOptions shape a test queue. Zero fields keep SQS defaults.
@@ -128,7 +132,32 @@ func startFauxqs(t testing.TB, node, cli string) (*SQSServer, error) {
 		Client: sqs.NewFromConfig(AWSConfig(), func(o *sqs.Options) {
 			o.BaseEndpoint = aws.String(endpoint)
 		}),
+		SNS: sns.NewFromConfig(AWSConfig(), func(o *sns.Options) {
+			o.BaseEndpoint = aws.String(endpoint)
+		}),
 	}, nil
+}
+
+// CreateTopic creates an SNS topic and returns its ARN.
+func (s *SQSServer) CreateTopic(t testing.TB, name string) string {
+	t.Helper()
+	out, err := s.SNS.CreateTopic(context.Background(), &sns.CreateTopicInput{Name: aws.String(name)})
+	if err != nil {
+		t.Fatalf("create topic %s: %v", name, err)
+	}
+	return aws.ToString(out.TopicArn)
+}
+
+// Subscribe subscribes a queue to a topic, as the production topology does (one
+// bucket-notification topic, every sidecar's queue subscribed). Delivery is not raw:
+// the queue receives SNS's Notification envelope around the message, as in production.
+func (s *SQSServer) Subscribe(t testing.TB, topicARN string, q Queue) {
+	t.Helper()
+	if _, err := s.SNS.Subscribe(context.Background(), &sns.SubscribeInput{
+		TopicArn: aws.String(topicARN), Protocol: aws.String("sqs"), Endpoint: aws.String(q.ARN),
+	}); err != nil {
+		t.Fatalf("subscribe %s to %s: %v", q.Name, topicARN, err)
+	}
 }
 
 // CreateQueue creates a queue (and with MaxReceiveCount its dead-letter queue).

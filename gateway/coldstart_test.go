@@ -1,0 +1,337 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/tfgate/tfgate/internal/servingsim"
+	"github.com/tfgate/tfgate/internal/servingsim/model"
+	"github.com/tfgate/tfgate/internal/testenv"
+	"github.com/tfgate/tfgate/internal/testwait"
+	"github.com/tfgate/tfgate/placement"
+	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
+	tfgatev1 "github.com/tfgate/tfgate/proto/tfgate/v1"
+)
+
+// coldEnv is a gateway run with placement on, a real Consul agent and one
+// in-process servingsim host with finite memory and a simulated load speed,
+// registered in Consul with its capacity. The test plays the host's sidecar
+// (modelsync -placement is exercised by its own tests): it watches the host's
+// assignment in KV and applies exactly it with HandleReloadConfigRequest,
+// counting every load it asks for.
+type coldEnv struct {
+	t      *testing.T
+	client tfgatev1.GatewayServiceClient
+	srv    *Server
+	guard  *availableGuard
+	loads  sync.Map // placement.Key -> *atomic.Int64: times the sidecar added the version
+	cancel context.CancelFunc
+}
+
+// Sizes: a load takes resident_bytes / loadBytesPerSecond.
+const (
+	coldLoadBytesPerSecond = 1 << 20
+	coldSmallBytes         = 64 << 10 // v1: ~60ms to load
+	coldBigBytes           = 2 << 20  // v2, v3: ~2s to load
+)
+
+// setResident declares a version's resident_bytes in its servingsim.json.
+func setResident(t *testing.T, dir string, bytes int64) {
+	t.Helper()
+	p := filepath.Join(dir, model.SpecPath)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["resident_bytes"] = bytes
+	if b, err = json.Marshal(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func startColdEnv(t *testing.T, coldStart string) *coldEnv {
+	t.Helper()
+	consul := testenv.StartConsul(t)
+	cl := consul.Client(t)
+	root := t.TempDir()
+	writeVersions(t, root, "reviews", model.KindTextClassifier, model.Cost{}, 1, 2, 3)
+	sizes := map[int64]int64{1: coldSmallBytes, 2: coldBigBytes, 3: coldBigBytes}
+	for v, n := range sizes {
+		setResident(t, filepath.Join(root, "reviews", fmt.Sprint(v)), n)
+	}
+	sc := servingsim.DefaultConfig()
+	sc.ModelConfigFile = filepath.Join(root, "models.config")
+	if err := os.WriteFile(sc.ModelConfigFile, []byte("model_config_list {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sc.FileSystemPollWait, sc.ModelMemoryLimitBytes, sc.LoadBytesPerSecond = 100*time.Millisecond, 64<<20, coldLoadBytesPerSecond
+	simAddr, sim := testenv.StartServingsimInProcess(t, sc)
+	host, port, _ := net.SplitHostPort(simAddr)
+	pn, _ := strconv.Atoi(port)
+	if err := cl.Agent().ServiceRegister(&api.AgentServiceRegistration{
+		ID: "sim1", Name: "tfserving", Address: host, Port: pn,
+		Meta: map[string]string{placement.MetaCapacityBytes: strconv.Itoa(64 << 20)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	store := placement.NewStore(cl, placement.StoreConfig{})
+	var cat []placement.Version
+	for v, n := range sizes {
+		cat = append(cat, placement.Version{Key: placement.Key{Model: "reviews", Version: v}, ObjectBytes: n * 5 / 6})
+	}
+	if _, err := store.WriteCatalog(context.Background(), cat, placement.Written{}); err != nil {
+		t.Fatal(err)
+	}
+
+	e := &coldEnv{t: t}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); e.sidecar(ctx, store, sim, filepath.Join(root, "reviews")) }()
+
+	cfgPath := filepath.Join(t.TempDir(), "routes.yaml")
+	routes := fmt.Sprintf(`backends:
+  pools:
+    main: {consul: {service: tfserving}}
+  consul: {address: %q}
+  consul_wait_time: 2s
+  readiness: {interval: 100ms}
+defaults:
+  pools: [main]
+  timeout: 5s
+models:
+  reviews:
+    default: "1"
+placement:
+  demand_interval: 1s
+  cold_start: %s
+`, consul.HTTPAddr, coldStart)
+	if err := os.WriteFile(cfgPath, []byte(routes), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, RunConfig{
+			ConfigPath: cfgPath, ModelRoot: root, SpecPollInterval: 100 * time.Millisecond, ShutdownTimeout: 5 * time.Second,
+			Server:    Options{WatchInterval: 50 * time.Millisecond},
+			Placement: &PlacementConfig{ID: "gw1", Client: cl, Store: placement.StoreConfig{WaitTime: 2 * time.Second}},
+		}, Deps{
+			Listener: lis,
+			WrapBackends: func(b Backends) Backends {
+				e.guard = &availableGuard{Backends: b, t: t}
+				return e.guard
+			},
+			Started: func(_ net.Addr, s *Server) { e.srv = s; close(started) },
+		})
+	}()
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("gateway.Run: %v", err)
+	}
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.client = tfgatev1.NewGatewayServiceClient(conn)
+	t.Cleanup(func() {
+		conn.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("gateway.Run after shutdown: %v", err)
+		}
+		wg.Wait()
+	})
+	return e
+}
+
+// sidecar keeps servingsim's models equal to sim1's assignment, as modelsync
+// -placement does, and counts the loads it starts.
+func (e *coldEnv) sidecar(ctx context.Context, store *placement.Store, sim *servingsim.Server, base string) {
+	updates := make(chan placement.HostView)
+	watchDone := make(chan struct{})
+	go func() { defer close(watchDone); _ = store.WatchHost(ctx, "main", "sim1", updates) }()
+	defer func() { <-watchDone }()
+	have := map[placement.Key]bool{}
+	for {
+		var hv placement.HostView
+		select {
+		case <-ctx.Done():
+			return
+		case hv = <-updates:
+		}
+		var versions []int64
+		want := map[placement.Key]bool{}
+		for _, en := range hv.Assignment.Entries {
+			want[en.Key] = true
+			versions = append(versions, en.Version)
+			if !have[en.Key] {
+				n, _ := e.loads.LoadOrStore(en.Key, new(atomic.Int64))
+				n.(*atomic.Int64).Add(1)
+			}
+		}
+		have = want
+		cfg := &servingpb.ModelServerConfig{Config: &servingpb.ModelServerConfig_ModelConfigList{ModelConfigList: &servingpb.ModelConfigList{
+			Config: []*servingpb.ModelConfig{{Name: "reviews", BasePath: base, ModelPlatform: "tensorflow",
+				ModelVersionPolicy: &servingpb.FileSystemStoragePathSourceConfig_ServableVersionPolicy{PolicyChoice: &servingpb.FileSystemStoragePathSourceConfig_ServableVersionPolicy_Specific_{
+					Specific: &servingpb.FileSystemStoragePathSourceConfig_ServableVersionPolicy_Specific{Versions: versions}}}}},
+		}}}
+		// HandleReloadConfigRequest blocks until added versions are AVAILABLE;
+		// apply it in the background as a sidecar with a deadline would.
+		go func() {
+			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			_ = sim.Reload(rctx, cfg)
+		}()
+	}
+}
+
+func (e *coldEnv) loadsOf(v int64) int64 {
+	if n, ok := e.loads.Load(placement.Key{Model: "reviews", Version: v}); ok {
+		return n.(*atomic.Int64).Load()
+	}
+	return 0
+}
+
+// availableGuard fails the test if a backend call is made for a version no host
+// reports AVAILABLE, or a host answers that it does not have it.
+type availableGuard struct {
+	Backends
+	t     *testing.T
+	calls atomic.Int64
+	bad   atomic.Int64
+}
+
+func (g *availableGuard) Predict(ctx context.Context, pools []string, req *servingpb.PredictRequest) (*servingpb.PredictResponse, string, error) {
+	g.calls.Add(1)
+	name, v := req.GetModelSpec().GetName(), req.GetModelSpec().GetVersion().GetValue()
+	if len(g.Backends.AvailableHosts(name, v, pools)) == 0 {
+		g.bad.Add(1)
+		g.t.Errorf("backend call for %s@%d while no host reports it AVAILABLE", name, v)
+	}
+	resp, host, err := g.Backends.Predict(ctx, pools, req)
+	if status.Code(err) == codes.NotFound {
+		g.bad.Add(1)
+		g.t.Errorf("host %s answered NOT_FOUND for %s@%d: %v", host, name, v, err)
+	}
+	return resp, host, err
+}
+
+func (e *coldEnv) predict(ctx context.Context, v int64, opts ...grpc.CallOption) (*tfgatev1.PredictResponse, error) {
+	return e.client.Predict(ctx, &tfgatev1.PredictRequest{Model: "reviews", Target: &tfgatev1.PredictRequest_Version{Version: v}, Instances: text("a fine product")}, opts...)
+}
+
+// TestColdStartPlacement: with placement on, 100 concurrent first requests for a
+// version no host has are all served after its load, which happens exactly once;
+// a request whose deadline is shorter than the load gets the documented
+// UNAVAILABLE with a retry pushback; and no backend call ever goes to a host
+// without the version.
+func TestColdStartPlacement(t *testing.T) {
+	e := startColdEnv(t, "{max_wait: 20s, pushback: 700ms}")
+	// v1 is the default route: required, placed by the first decision.
+	testwait.UntilNil(t, "the default version (placed as required) to serve", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := e.client.Predict(ctx, &tfgatev1.PredictRequest{Model: "reviews", Instances: text("ok")})
+		return err
+	})
+
+	t.Run("100 first requests, one load", func(t *testing.T) {
+		const n = 100
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		waits := make([]time.Duration, n)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+				defer cancel()
+				start := time.Now()
+				resp, err := e.predict(ctx, 2)
+				waits[i] = time.Since(start)
+				if err == nil && resp.GetVersion() != 2 {
+					err = fmt.Errorf("served by version %d", resp.GetVersion())
+				}
+				errs[i] = err
+			}()
+		}
+		wg.Wait()
+		failed := 0
+		for i, err := range errs {
+			if err != nil {
+				failed++
+				if failed <= 3 {
+					t.Errorf("request %d for cold reviews@2: %v", i, err)
+				}
+			}
+		}
+		if got := e.loadsOf(2); got != 1 {
+			t.Errorf("reviews@2 was loaded %d times for %d concurrent first requests, want 1", got, n)
+		}
+		slices.Sort(waits)
+		load := time.Duration(float64(coldBigBytes) / coldLoadBytesPerSecond * float64(time.Second))
+		t.Logf("cold start of reviews@2 (simulated load %v): %d requests, wait p50 %v, max %v; %d waited in the cold path",
+			load, n, waits[n/2].Round(time.Millisecond), waits[n-1].Round(time.Millisecond), e.srv.cold.requests("reviews", 2))
+	})
+
+	t.Run("deadline shorter than the load", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+		defer cancel()
+		var trailer metadata.MD
+		_, err := e.predict(ctx, 3, grpc.Trailer(&trailer))
+		st := status.Convert(err)
+		if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "is being loaded") || !strings.Contains(st.Message(), "reviews") {
+			t.Fatalf("request for cold reviews@3 with a 400ms deadline: %v, want UNAVAILABLE saying it is being loaded", err)
+		}
+		if got := trailer.Get("grpc-retry-pushback-ms"); !slices.Equal(got, []string{"700"}) {
+			t.Errorf("grpc-retry-pushback-ms = %q, want [700]", got)
+		}
+		t.Logf("message: %s", st.Message())
+		// The load goes on; a retry with time enough is served.
+		testwait.UntilNil(t, "reviews@3 to be served once loaded", func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := e.predict(ctx, 3)
+			return err
+		})
+		if got := e.loadsOf(3); got != 1 {
+			t.Errorf("reviews@3 loaded %d times, want 1", got)
+		}
+	})
+
+	if e.guard.calls.Load() == 0 || e.guard.bad.Load() != 0 {
+		t.Errorf("backend calls %d, to hosts without the version %d; want some calls, none without", e.guard.calls.Load(), e.guard.bad.Load())
+	}
+}
