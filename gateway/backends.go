@@ -30,10 +30,16 @@ type Backends interface {
 }
 
 // Specs is what the gateway needs from the preprocessing store. *preprocess.Store
-// satisfies it through [StoreSpecs].
+// satisfies it through [StoreSpecs]. It keeps per version only the spec's content
+// hash; compiled pipelines come from its cache, compiled on a miss.
 type Specs interface {
-	// Get returns the version's pipeline, false without a valid spec.
-	Get(model string, version int64) (*preprocess.Pipeline, bool)
+	// SpecHash returns the content hash of the version's spec, false without a
+	// valid spec. No I/O: every rebuild asks it for every version.
+	SpecHash(model string, version int64) (preprocess.SpecHash, bool)
+	// Pipeline returns the version's compiled pipeline whose content hash is h,
+	// compiling it on a cache miss; an error when the version's spec on disk no
+	// longer has hash h or cannot be read (preprocess.Store.Pipeline).
+	Pipeline(model string, version int64, h preprocess.SpecHash) (*preprocess.Pipeline, error)
 	// Err says why a version has no pipeline (nil when it has one).
 	Err(model string, version int64) error
 	// Versions lists the model's version directories, with or without a spec.

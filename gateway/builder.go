@@ -60,7 +60,6 @@ type builder struct {
 	sig       *sigChecker
 	split     splitWatch
 	settled   atomic.Bool // latched by settledNow
-	pub       signal      // notified after each published snapshot (coldstart.go waits on it)
 }
 
 // newBuilder returns a builder over opts (defaults applied); it publishes
@@ -78,7 +77,7 @@ func newBuilder(opts Options, stats *counters, retain func(keep func(model strin
 		retain:        retain,
 		rebuildCh:     make(chan struct{}, 1),
 	}
-	b.sig = newSigChecker(opts.Backends, opts.Logger, &stats.sigFailures, b.triggerRebuild, opts.SignatureConcurrency)
+	b.sig = newSigChecker(opts.Backends, opts.Specs, opts.Logger, stats, b.triggerRebuild, opts.SignatureConcurrency)
 	return b
 }
 
@@ -90,10 +89,15 @@ type vkey struct {
 	version int64
 }
 
-// snapshot is what one request reads: routing plus the signature-checked pipelines.
+// snapshot is what one request reads: routing plus the signature-checked specs.
 type snapshot struct {
 	routes *route.Snapshot
-	pipes  map[vkey]*preprocess.Pipeline
+	// pipes holds the versions whose spec passed its signature check, each with
+	// the content hash that was checked: the request path takes that hash's
+	// pipeline from the spec store's cache (compiling it on a miss), so the
+	// pipeline applied is the pinned version's (invariant 1) and the snapshot
+	// holds no compiled pipelines, however many versions it routes.
+	pipes map[vkey]*checkedSpec
 	// backendsReady: the backends had finished their first full readiness round
 	// when this snapshot was built; sigPending: versions on a host whose signature
 	// check had not finished. Together they say whether start-up has settled.
@@ -103,6 +107,11 @@ type snapshot struct {
 	// the snapshots of configs that keep an arm.
 	arms map[armKey]*atomic.Uint64
 }
+
+// checkedSpec is a spec that passed its version's signature check. A build
+// makes one per distinct content hash and shares it between the versions that
+// have it.
+type checkedSpec struct{ hash preprocess.SpecHash }
 
 // reload re-reads the config file now. On failure the last good config keeps
 // serving; the failure is logged, counted and returned.
@@ -159,7 +168,7 @@ func (b *builder) lastReloadError() string {
 // specCheck is route.SpecChecker over the store: labels, defaults and arms must
 // name versions whose spec loaded.
 func (b *builder) specCheck(model string, v int64) error {
-	if _, ok := b.specs.Get(model, v); ok {
+	if _, ok := b.specs.SpecHash(model, v); ok {
 		return nil
 	}
 	if err := b.specs.Err(model, v); err != nil {
@@ -184,7 +193,7 @@ func (b *builder) rebuildLocked() {
 	// Read before the build, so that what the build reads of readiness is at least
 	// as new as the round that made the backends ready.
 	backendsReady := closed(b.backendsReady)
-	st := &buildState{b: b, cfg: cfg, pipes: map[vkey]*preprocess.Pipeline{}, why: map[vkey]error{}}
+	st := &buildState{b: b, cfg: cfg, pipes: map[vkey]*checkedSpec{}, why: map[vkey]error{}, checked: map[preprocess.SpecHash]*checkedSpec{}}
 	for name, m := range cfg.Models {
 		for _, v := range b.specs.Versions(name) {
 			st.consider(name, v, m.Pools)
@@ -202,7 +211,7 @@ func (b *builder) rebuildLocked() {
 	b.snap.Store(&snapshot{routes: routes, pipes: st.pipes, backendsReady: backendsReady, sigPending: pending, arms: b.arms.forConfig(cfg)})
 	// Signature results are kept for the versions this build considered (every
 	// version in the spec store of a configured model, and every version the
-	// config names); the others are gone and their pipelines with them.
+	// config names); the others are gone.
 	b.sig.retain(func(k vkey) bool {
 		_, considered := st.why[k]
 		return considered || st.pipes[k] != nil
@@ -210,7 +219,6 @@ func (b *builder) rebuildLocked() {
 	// Batchers of versions that are gone (no longer in the config, in the spec store
 	// or on any host) are closed, after sending what they hold.
 	if b.retain == nil {
-	b.pub.notify()
 		return
 	}
 	if n := b.retain(func(model string, v int64) bool {
@@ -281,10 +289,11 @@ func (b *builder) triggerRebuild() {
 
 // buildState is route.State for one rebuild.
 type buildState struct {
-	b     *builder
-	cfg   *route.Config
-	pipes map[vkey]*preprocess.Pipeline
-	why   map[vkey]error
+	b       *builder
+	cfg     *route.Config
+	pipes   map[vkey]*checkedSpec
+	why     map[vkey]error
+	checked map[preprocess.SpecHash]*checkedSpec // one per content hash
 }
 
 func (st *buildState) pools(model string) []string {
@@ -304,7 +313,7 @@ func (st *buildState) consider(model string, v int64, pools []string) {
 	if _, done := st.pipes[k]; done {
 		return
 	}
-	p, ok := st.b.specs.Get(model, v)
+	h, ok := st.b.specs.SpecHash(model, v)
 	if !ok {
 		err := st.b.specs.Err(model, v)
 		if err == nil {
@@ -319,11 +328,16 @@ func (st *buildState) consider(model string, v int64, pools []string) {
 		st.why[k] = nil
 		return
 	}
-	if err := st.b.sig.status(k, p, pools); err != nil {
+	if err := st.b.sig.status(k, h, pools); err != nil {
 		st.why[k] = err
 		return
 	}
-	st.pipes[k] = p
+	c := st.checked[h]
+	if c == nil {
+		c = &checkedSpec{hash: h}
+		st.checked[h] = c
+	}
+	st.pipes[k] = c
 }
 
 func (st *buildState) SpecStatus(model string, v int64) error {

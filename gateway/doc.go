@@ -15,9 +15,17 @@
 //     response naming another version fails the request with INTERNAL and is
 //     counted (tfgate.gateway.version_mismatches).
 //   - Routable means ready (invariant 2): labels, arms and default routes resolve
-//     only to versions whose spec is loaded and signature-checked
-//     (GetModelMetadata, once per spec) and that a host in the model's pools
-//     reports AVAILABLE. ListRoutes says why a version is not routable.
+//     only to versions whose spec is valid and signature-checked and that a host
+//     in the model's pools reports AVAILABLE. ListRoutes says why a version is not
+//     routable. Each version's signature is fetched (GetModelMetadata); the
+//     comparison is cached by (spec content hash, signature hash), so identical
+//     per-customer models are compared once.
+//   - Memory does not grow with compiled pipelines: a snapshot holds per routable
+//     version only the content hash that was checked; the request path takes
+//     that hash's pipeline from the spec store's byte-bounded cache, compiling it
+//     on a miss (preprocess.Store.Pipeline), and a version whose spec on disk no
+//     longer has that hash fails UNAVAILABLE rather than being served by an
+//     unchecked pipeline.
 //   - Config is all-or-nothing (invariant 3): a reload (file change or SIGHUP) that
 //     fails to parse or validate changes nothing; it is logged, counted and shown by
 //     ListRoutes.

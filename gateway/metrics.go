@@ -20,6 +20,10 @@ type Stats struct {
 	VersionMismatches uint64
 	// SignatureFailures counts specs that did not match their version's signature.
 	SignatureFailures uint64
+	// SignatureCompared counts signature checks that compared a spec with a
+	// signature; SignatureReused, those answered by the comparison of an
+	// identical (spec, signature) pair checked before.
+	SignatureCompared, SignatureReused uint64
 	// Requests counts Predict calls by the gRPC code they returned.
 	Requests map[codes.Code]uint64
 	// SplitWarnings counts experiments turning lopsided, once per change.
@@ -31,6 +35,10 @@ const numCodes = 17
 type counters struct {
 	reloads, reloadFailures, mismatches, sigFailures atomic.Uint64
 	requests                                         [numCodes]atomic.Uint64
+	// sigCompared counts signature checks that compared a compiled spec with a
+	// signature; sigReused, those that reused the comparison of an identical
+	// (spec hash, signature hash) pair.
+	sigCompared, sigReused atomic.Uint64
 	// splitWarnings counts experiments turning lopsided (an arm with weight that is
 	// not routable), once per change (splitWatch).
 	splitWarnings atomic.Uint64
@@ -42,6 +50,8 @@ func (c *counters) stats() Stats {
 		ReloadFailures:    c.reloadFailures.Load(),
 		VersionMismatches: c.mismatches.Load(),
 		SignatureFailures: c.sigFailures.Load(),
+		SignatureCompared: c.sigCompared.Load(),
+		SignatureReused:   c.sigReused.Load(),
 		SplitWarnings:     c.splitWarnings.Load(),
 		Requests:          map[codes.Code]uint64{},
 	}
@@ -82,6 +92,13 @@ func (c *counters) register(mp metric.MeterProvider) (metric.Registration, error
 	if err != nil {
 		return nil, err
 	}
+	sigChecks, err := m.Int64ObservableCounter("tfgate.gateway.signature_checks",
+		metric.WithDescription("Finished signature checks by how (compared: spec compiled and compared; reused: an identical (spec hash, signature hash) pair's result)."))
+	if err != nil {
+		return nil, err
+	}
+	compared := metric.WithAttributeSet(attribute.NewSet(attribute.String("how", "compared")))
+	reused := metric.WithAttributeSet(attribute.NewSet(attribute.String("how", "reused")))
 	reqs, err := m.Int64ObservableCounter("tfgate.gateway.requests", metric.WithDescription("Predict calls by gRPC code."))
 	if err != nil {
 		return nil, err
@@ -100,6 +117,8 @@ func (c *counters) register(mp metric.MeterProvider) (metric.Registration, error
 		o.ObserveInt64(failures, int64(c.reloadFailures.Load()))
 		o.ObserveInt64(mism, int64(c.mismatches.Load()))
 		o.ObserveInt64(sig, int64(c.sigFailures.Load()))
+		o.ObserveInt64(sigChecks, int64(c.sigCompared.Load()), compared)
+		o.ObserveInt64(sigChecks, int64(c.sigReused.Load()), reused)
 		o.ObserveInt64(split, int64(c.splitWarnings.Load()))
 		for i := range c.requests {
 			if n := c.requests[i].Load(); n > 0 {
@@ -107,5 +126,5 @@ func (c *counters) register(mp metric.MeterProvider) (metric.Registration, error
 			}
 		}
 		return nil
-	}, reloads, failures, mism, sig, reqs, split)
+	}, reloads, failures, mism, sig, sigChecks, reqs, split)
 }

@@ -94,9 +94,6 @@ type Server struct {
 	reg     metric.Registration
 	builder *builder
 	group   *batching.Group
-	shadows shadows    // shadow.go
-	cold    *coldStart // with placement on (coldstart.go); nil otherwise
-	placer  *placer    // with placement on (placement.go); nil otherwise
 }
 
 // New loads and validates the routing config (failing if it is invalid), builds
@@ -198,9 +195,6 @@ func (s *Server) predict(ctx context.Context, req *tfgatev1.PredictRequest, deco
 		}
 	}
 	endSpan(span, err)
-	if s.cold != nil { // placement on: record demand; hold a request for a cold version
-		snap, rt, m, err = s.cold.admit(ctx, snap, req, rt, m, err)
-	}
 	if err != nil {
 		return nil, err
 	}
@@ -277,10 +271,16 @@ func (s *Server) predict(ctx context.Context, req *tfgatev1.PredictRequest, deco
 
 // pipeline returns the signature-checked pipeline of a version, or why there is none.
 func (s *Server) pipeline(snap *snapshot, m *route.ModelRoutes, v int64) (*preprocess.Pipeline, error) {
-	if p, ok := snap.pipes[vkey{m.Name, v}]; ok {
-		return p, nil
+	if c, ok := snap.pipes[vkey{m.Name, v}]; ok {
+		// The checked spec's pipeline, from the store's cache or compiled now.
+		p, err := s.opts.Specs.Pipeline(m.Name, v, c.hash)
+		if err == nil {
+			return p, nil
+		}
+		s.builder.triggerRebuild() // replaced on disk since its check, or unreadable
+		return nil, fmt.Errorf("%w: the checked spec could not be loaded (%v); retry in a moment", ErrSpecPending, err)
 	}
-	if _, ok := s.opts.Specs.Get(m.Name, v); !ok {
+	if _, ok := s.opts.Specs.SpecHash(m.Name, v); !ok {
 		err := s.opts.Specs.Err(m.Name, v)
 		if err == nil {
 			err = preprocess.ErrNoSpec

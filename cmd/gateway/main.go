@@ -83,6 +83,7 @@ func parseFlags(args []string, out io.Writer) (gateway.RunConfig, telemetry.LogC
 	fs.IntVar(&cfg.MaxRecvMsgSize, "max-recv-msg-size", gateway.DefaultMaxMsgSize, "largest request accepted, bytes")
 	fs.IntVar(&cfg.MaxSendMsgSize, "max-send-msg-size", gateway.DefaultMaxMsgSize, "largest response sent, bytes")
 	fs.DurationVar(&cfg.SpecPollInterval, "spec-poll-interval", 2*time.Second, "how often the model root is scanned for new versions")
+	fs.Int64Var(&cfg.PipelineCacheBytes, "pipeline-cache-bytes", gateway.DefaultPipelineCacheBytes, "memory for compiled preprocessing pipelines, bytes (cached by spec content, least recently used recompiled from the model root when needed)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", gateway.DefaultShutdownTimeout, "how long in-flight calls may take to finish at shutdown")
 	fs.DurationVar(&cfg.Server.WatchInterval, "config-poll-interval", gateway.DefaultWatchInterval, "how often the routing config file is checked for changes (negative: only SIGHUP)")
 	fs.DurationVar(&cfg.Server.DeadlineMargin, "deadline-margin", gateway.DefaultDeadlineMargin, "kept back from the caller's deadline for the backend call")
@@ -100,7 +101,6 @@ func parseFlags(args []string, out io.Writer) (gateway.RunConfig, telemetry.LogC
 	consulService := fs.String("consul-service", "tfgate-gateway", "Consul service name for --consul-register")
 	exposureFlags(fs, &cfg)
 	var lt, bt tlsconfig.Config
-	placementOn := placementFlags(fs)
 	fs.StringVar(&lt.CertFile, "tls-cert", "", "PEM certificate chain of the gRPC listener")
 	fs.StringVar(&lt.KeyFile, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&lt.CAFile, "tls-client-ca", "", "PEM CA bundle client certificates must chain to (turns on mTLS)")
@@ -135,5 +135,4 @@ func parseFlags(args []string, out io.Writer) (gateway.RunConfig, telemetry.LogC
 		cfg.Consul = &discovery.Registration{Name: *consulService, Addr: *consulRegAddr}
 	}
 	return cfg, logCfg, gc, nil
-	cfg.Placement = placementOn()
 }
