@@ -60,6 +60,7 @@ type builder struct {
 	sig       *sigChecker
 	split     splitWatch
 	settled   atomic.Bool // latched by settledNow
+	pub       signal      // notified after each published snapshot (coldstart.go waits on it)
 }
 
 // newBuilder returns a builder over opts (defaults applied); it publishes
@@ -219,6 +220,7 @@ func (b *builder) rebuildLocked() {
 	// Batchers of versions that are gone (no longer in the config, in the spec store
 	// or on any host) are closed, after sending what they hold.
 	if b.retain == nil {
+	b.pub.notify()
 		return
 	}
 	if n := b.retain(func(model string, v int64) bool {

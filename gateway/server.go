@@ -94,6 +94,9 @@ type Server struct {
 	reg     metric.Registration
 	builder *builder
 	group   *batching.Group
+	shadows shadows    // shadow.go
+	cold    *coldStart // with placement on (coldstart.go); nil otherwise
+	placer  *placer    // with placement on (placement.go); nil otherwise
 }
 
 // New loads and validates the routing config (failing if it is invalid), builds
@@ -195,6 +198,9 @@ func (s *Server) predict(ctx context.Context, req *tfgatev1.PredictRequest, deco
 		}
 	}
 	endSpan(span, err)
+	if s.cold != nil { // placement on: record demand; hold a request for a cold version
+		snap, rt, m, err = s.cold.admit(ctx, snap, req, rt, m, err)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -101,6 +101,7 @@ func parseFlags(args []string, out io.Writer) (gateway.RunConfig, telemetry.LogC
 	consulService := fs.String("consul-service", "tfgate-gateway", "Consul service name for --consul-register")
 	exposureFlags(fs, &cfg)
 	var lt, bt tlsconfig.Config
+	placementOn := placementFlags(fs)
 	fs.StringVar(&lt.CertFile, "tls-cert", "", "PEM certificate chain of the gRPC listener")
 	fs.StringVar(&lt.KeyFile, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&lt.CAFile, "tls-client-ca", "", "PEM CA bundle client certificates must chain to (turns on mTLS)")
@@ -135,4 +136,5 @@ func parseFlags(args []string, out io.Writer) (gateway.RunConfig, telemetry.LogC
 		cfg.Consul = &discovery.Registration{Name: *consulService, Addr: *consulRegAddr}
 	}
 	return cfg, logCfg, gc, nil
+	cfg.Placement = placementOn()
 }
