@@ -296,20 +296,20 @@ func Parse(file string, data []byte, specs SpecChecker) (*Config, error) {
 			strictDecode(v, &c.Limits, "limits: ", report)
 		case "models":
 			c.Models = decodeModels(v, report)
+		case "placement":
+			strictDecode(v, &c.Placement, "placement: ", report)
 		default:
 			ve.add("", "line %d: unknown top-level field %q (known: backends, defaults, limits, models, placement)", k.Line, k.Value)
 		}
 	}
 	c.validate(ve, specs)
+	c.finishPlacement(ve)
 	if len(ve.Problems) > 0 {
-		case "placement":
-			strictDecode(v, &c.Placement, "placement: ", report)
 		return nil, ve
 	}
 	return c, nil
 }
 
-	c.finishPlacement(ve)
 func decodeModels(n *yaml.Node, report func(string)) map[string]*Model {
 	if n.Kind != yaml.MappingNode {
 		report(fmt.Sprintf("line %d: models must be a mapping from model name to its routing", n.Line))
