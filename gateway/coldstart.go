@@ -106,6 +106,7 @@ type coldStart struct {
 	// started, served and timedOut count requests that waited, that were
 	// served after waiting, and that timed out waiting.
 	started, served, timedOut atomic.Uint64
+	metrics                   *coldMetrics // nil: none
 }
 
 type coldCount struct{ requests int }
@@ -187,6 +188,7 @@ func (c *coldStart) wait(ctx context.Context, m *route.ModelRoutes, v int64, typ
 	k, pk := vkey{m.Name, v}, placement.Key{Model: m.Name, Version: v}
 	start := c.now()
 	if why, ok := c.view.unplaceable(pk); ok {
+		c.metrics.done(ctx, coldUnplaceable, 0)
 		return fmt.Errorf("model %q version %d: %w: %s; no host can hold it, so requests for it cannot be served until that changes", m.Name, v, ErrUnplaceable, why)
 	}
 	limit := cs.MaxWait
@@ -197,6 +199,7 @@ func (c *coldStart) wait(ctx context.Context, m *route.ModelRoutes, v int64, typ
 	c.mu.Lock()
 	if c.waiting[m.Name] >= cs.MaxQueue {
 		c.mu.Unlock()
+		c.metrics.done(ctx, coldQueueFull, 0)
 		return fmt.Errorf("model %q version %d: %w: %d requests already wait for this model's versions to load (placement.cold_start.max_queue); retry later", m.Name, v, ErrColdQueueFull, cs.MaxQueue)
 	}
 	c.waiting[m.Name]++
@@ -229,11 +232,13 @@ func (c *coldStart) wait(ctx context.Context, m *route.ModelRoutes, v int64, typ
 			viewCh = c.viewCh()
 		}
 		if c.ready(c.s.builder.current(), m, v, typed) {
+			c.metrics.done(ctx, coldServed, c.now().Sub(start).Seconds())
 			c.served.Add(1)
 			c.forget(k)
 			return nil
 		}
 		if why, ok := c.view.unplaceable(pk); ok {
+			c.metrics.done(ctx, coldUnplaceable, c.now().Sub(start).Seconds())
 			return fmt.Errorf("model %q version %d: %w: %s; no host can hold it, so requests for it cannot be served until that changes", m.Name, v, ErrUnplaceable, why)
 		}
 		if limit <= 0 {
@@ -245,6 +250,7 @@ func (c *coldStart) wait(ctx context.Context, m *route.ModelRoutes, v int64, typ
 		case <-timer.C:
 			return c.timeout(ctx, m.Name, v, pk, first, start, cs.Pushback)
 		case <-ctx.Done():
+			c.metrics.done(ctx, coldCanceled, c.now().Sub(start).Seconds())
 			return ctx.Err()
 		}
 	}
@@ -260,6 +266,7 @@ func (c *coldStart) forget(k vkey) {
 func (c *coldStart) timeout(ctx context.Context, model string, v int64, pk placement.Key, first, start time.Time, pushback time.Duration) error {
 	c.timedOut.Add(1)
 	now := c.now()
+	c.metrics.done(ctx, coldTimeout, now.Sub(start).Seconds())
 	e := &ColdStartError{Model: model, Version: v, Waited: now.Sub(start), Loading: now.Sub(first), RetryAfter: pushback}
 	hosts, since := c.view.placed(pk)
 	if len(hosts) > 0 {

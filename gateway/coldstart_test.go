@@ -79,8 +79,9 @@ func startColdEnv(t *testing.T, coldStart string) *coldEnv {
 	consul := testenv.StartConsul(t)
 	cl := consul.Client(t)
 	root := t.TempDir()
-	writeVersions(t, root, "reviews", model.KindTextClassifier, model.Cost{}, 1, 2, 3)
-	sizes := map[int64]int64{1: coldSmallBytes, 2: coldBigBytes, 3: coldBigBytes}
+	writeVersions(t, root, "reviews", model.KindTextClassifier, model.Cost{}, 1, 2, 3, 4, 5)
+	// v4 is declared (in the catalog) larger than the host: unplaceable. v5 loads for 4s.
+	sizes := map[int64]int64{1: coldSmallBytes, 2: coldBigBytes, 3: coldBigBytes, 4: coldSmallBytes, 5: 2 * coldBigBytes}
 	for v, n := range sizes {
 		setResident(t, filepath.Join(root, "reviews", fmt.Sprint(v)), n)
 	}
@@ -102,7 +103,11 @@ func startColdEnv(t *testing.T, coldStart string) *coldEnv {
 	store := placement.NewStore(cl, placement.StoreConfig{})
 	var cat []placement.Version
 	for v, n := range sizes {
-		cat = append(cat, placement.Version{Key: placement.Key{Model: "reviews", Version: v}, ObjectBytes: n * 5 / 6})
+		obj := n * 5 / 6
+		if v == 4 {
+			obj = 1 << 30
+		}
+		cat = append(cat, placement.Version{Key: placement.Key{Model: "reviews", Version: v}, ObjectBytes: obj})
 	}
 	if _, err := store.WriteCatalog(context.Background(), cat, placement.Written{}); err != nil {
 		t.Fatal(err)
@@ -258,7 +263,7 @@ func (e *coldEnv) predict(ctx context.Context, v int64, opts ...grpc.CallOption)
 // UNAVAILABLE with a retry pushback; and no backend call ever goes to a host
 // without the version.
 func TestColdStartPlacement(t *testing.T) {
-	e := startColdEnv(t, "{max_wait: 20s, pushback: 700ms}")
+	e := startColdEnv(t, "{max_wait: 20s, pushback: 700ms, max_queue: 150, deadline_margin: 300ms}")
 	// v1 is the default route: required, placed by the first decision.
 	testwait.UntilNil(t, "the default version (placed as required) to serve", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -307,13 +312,13 @@ func TestColdStartPlacement(t *testing.T) {
 	})
 
 	t.Run("deadline shorter than the load", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
 		defer cancel()
 		var trailer metadata.MD
 		_, err := e.predict(ctx, 3, grpc.Trailer(&trailer))
 		st := status.Convert(err)
 		if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "is being loaded") || !strings.Contains(st.Message(), "reviews") {
-			t.Fatalf("request for cold reviews@3 with a 400ms deadline: %v, want UNAVAILABLE saying it is being loaded", err)
+			t.Fatalf("request for cold reviews@3 with a 700ms deadline: %v, want UNAVAILABLE saying it is being loaded", err)
 		}
 		if got := trailer.Get("grpc-retry-pushback-ms"); !slices.Equal(got, []string{"700"}) {
 			t.Errorf("grpc-retry-pushback-ms = %q, want [700]", got)
@@ -329,6 +334,46 @@ func TestColdStartPlacement(t *testing.T) {
 		if got := e.loadsOf(3); got != 1 {
 			t.Errorf("reviews@3 loaded %d times, want 1", got)
 		}
+	})
+
+	t.Run("unplaceable fails fast", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_, err := e.predict(ctx, 4)
+		st := status.Convert(err)
+		if st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), "cannot be placed") || !strings.Contains(st.Message(), "largest host") {
+			t.Fatalf("request for reviews@4 (larger than any host): %v, want FAILED_PRECONDITION naming why", err)
+		}
+		t.Logf("message: %s", st.Message())
+	})
+
+	t.Run("cold queue full", func(t *testing.T) {
+		const n = 160 // max_queue 150
+		var wg sync.WaitGroup
+		var full, unavailable, other atomic.Int64
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				_, err := e.predict(ctx, 5)
+				switch status.Code(err) {
+				case codes.ResourceExhausted:
+					full.Add(1)
+				case codes.Unavailable:
+					unavailable.Add(1)
+				default:
+					other.Add(1)
+					t.Errorf("request for reviews@5 (4s load, 2s deadline): %v, want UNAVAILABLE or RESOURCE_EXHAUSTED", err)
+				}
+			}()
+		}
+		wg.Wait()
+		if full.Load() == 0 || full.Load() > n-150 {
+			t.Errorf("%d of %d requests were RESOURCE_EXHAUSTED with max_queue 150; want between 1 and %d", full.Load(), n, n-150)
+		}
+		t.Logf("reviews@5: %d UNAVAILABLE (load in progress), %d RESOURCE_EXHAUSTED", unavailable.Load(), full.Load())
 	})
 
 	if e.guard.calls.Load() == 0 || e.guard.bad.Load() != 0 {

@@ -47,7 +47,8 @@ type demand struct {
 	m      sync.Map // vkey -> *demandEntry
 	urgent chan struct{}
 	now    func() time.Time
-	writes atomic.Int64 // reports written, for tests and the status page
+	writes  atomic.Int64 // reports written, for tests and the status page
+	metrics *coldMetrics // nil: none
 }
 
 func newDemand(now func() time.Time) *demand {
@@ -137,8 +138,14 @@ func (d *demand) run(ctx context.Context, gateway string, interval, minGap time.
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		if err := put(wctx, r); err != nil && ctx.Err() == nil {
 			log.Warn("gateway: demand report not written; the next one carries it", "err", err)
+			if d.metrics != nil {
+				d.metrics.writes.Add(ctx, 1, writeFailed)
+			}
 		} else if err == nil {
 			d.writes.Add(1)
+			if d.metrics != nil {
+				d.metrics.writes.Add(ctx, 1, writeOK)
+			}
 		}
 		cancel()
 		if !t.Stop() {

@@ -281,7 +281,13 @@ func startPlacement(pc PlacementConfig, first *route.Config, srv *Server, worker
 	if err != nil {
 		return err
 	}
+	cm, err := newColdMetrics(mp)
+	if err != nil {
+		return fmt.Errorf("gateway: placement metrics: %w", err)
+	}
+	pl.demand.metrics = cm
 	srv.cold = newColdStart(srv, pl, pl.changed.wait, pl.demand)
+	srv.cold.metrics = cm
 	srv.placer = pl
 	workers.Go(func() error { return pl.run(bg) })
 	log.Info("gateway: placement on", "id", pl.id, "prefix", pc.Store.Prefix)
