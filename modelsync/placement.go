@@ -196,7 +196,8 @@ type placer struct {
 	failures   map[placement.Key]placement.StatusFailure
 	retryAt    map[placement.Key]time.Time
 	attempts   map[placement.Key]int
-	awaiting   bool // removals waiting for TF Serving to unload
+	unloadWait map[placement.Key]time.Time // eviction candidates still loaded, since
+	awaiting   bool                        // removals waiting for TF Serving to unload
 	dirty      bool
 	lastFull   time.Time
 	lastStatus time.Time
@@ -216,7 +217,7 @@ func newPlacer(s *syncer, deps PlacementDeps, m metric.Meter) (*placer, error) {
 		inflight: map[placement.Key]bool{}, disk: map[placement.Key]int64{}, lastUsed: map[placement.Key]time.Time{},
 		states: map[string]map[int64]*servingpb.ModelVersionStatus{}, configured: map[placement.Key]time.Time{},
 		loadSec: map[placement.Key]float64{}, failures: map[placement.Key]placement.StatusFailure{},
-		retryAt: map[placement.Key]time.Time{}, attempts: map[placement.Key]int{},
+		retryAt: map[placement.Key]time.Time{}, attempts: map[placement.Key]int{}, unloadWait: map[placement.Key]time.Time{},
 		metrics: newPlacementMetrics(m),
 	}, nil
 }
@@ -396,6 +397,7 @@ func (p *placer) scanDisk() error {
 		if !seen[k] {
 			delete(p.disk, k)
 			delete(p.lastUsed, k)
+			delete(p.unloadWait, k)
 		}
 	}
 	return errors.Join(errs...)
@@ -801,13 +803,16 @@ func (p *placer) versionUnloaded(ctx context.Context, k placement.Key) (bool, er
 }
 
 // evict keeps unassigned versions on disk up to CacheBytes, removing the least
-// recently unassigned beyond it, each only once TF Serving reports it unloaded.
+// recently assigned beyond it, each only once TF Serving reports it unloaded (and
+// no reload naming it is under way). It waits for the oldest to unload before
+// taking a newer one, for at most ReloadTimeout.
 func (p *placer) evict(ctx context.Context, assigned map[placement.Key]bool, now time.Time) {
 	var cached []placement.Key
 	var bytes int64
 	for k, n := range p.disk {
 		if assigned[k] {
 			p.lastUsed[k] = now // in use
+			delete(p.unloadWait, k)
 			continue
 		}
 		cached = append(cached, k)
@@ -828,18 +833,33 @@ func (p *placer) evict(ctx context.Context, assigned map[placement.Key]bool, now
 			return
 		}
 		p.mu.Lock()
-		busy := p.inflight[k] || p.sending[k] // fetching it, or a reload naming it is under way
+		fetching, sending := p.inflight[k], p.sending[k] // a reload naming it is under way
 		p.mu.Unlock()
-		if busy {
-			p.awaiting = true
+		if fetching {
 			continue
 		}
-		ok, err := p.versionUnloaded(ctx, k)
+		ok, err := false, error(nil)
+		if !sending {
+			ok, err = p.versionUnloaded(ctx, k)
+		}
 		if err != nil || !ok {
+			// Least recently used goes first: wait for this one to unload rather than
+			// take a newer one, unless it has been loaded past ReloadTimeout.
 			p.awaiting = true
-			p.log.Debug("placement: unassigned version still loaded; kept until TF Serving unloads it", "model", k.Model, "version", k.Version, "err", err)
+			since, seen := p.unloadWait[k]
+			if !seen {
+				since = now
+				p.unloadWait[k] = now
+			}
+			if now.Sub(since) < time.Duration(p.s.cfg.ReloadTimeout) {
+				p.log.Debug("placement: unassigned version still loaded; kept until TF Serving unloads it", "model", k.Model, "version", k.Version, "err", err)
+				return
+			}
+			p.log.Warn("placement: unassigned version still not unloaded; removing newer ones past it", "model", k.Model, "version", k.Version,
+				"waiting", now.Sub(since), "err", err)
 			continue
 		}
+		delete(p.unloadWait, k)
 		if err := p.s.store.Remove(k.Model, k.Version); err != nil && !errors.Is(err, os.ErrNotExist) {
 			p.log.Warn("placement: removing an unassigned version failed", "model", k.Model, "version", k.Version, "err", err)
 			continue
