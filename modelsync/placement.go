@@ -437,6 +437,9 @@ func (p *placer) fetchMissing(ctx context.Context, view *placement.HostView, now
 		if busy || now.Before(p.retryAt[k]) {
 			continue
 		}
+		if len(p.s.slots) == cap(p.s.slots) {
+			return true // all slots busy: a finished job wakes the loop
+		}
 		cands, ok := listed[k.Model]
 		if !ok {
 			var err error

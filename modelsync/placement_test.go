@@ -638,3 +638,23 @@ func (pe *placementEnv) metricSums(t *testing.T) map[string]int64 {
 	}
 	return out
 }
+
+// TestPlacementFetchesThroughOneSlot: an assignment larger than max_in_flight is
+// fetched a slot at a time, each finished fetch starting the next.
+func TestPlacementFetchesThroughOneSlot(t *testing.T) {
+	pe := newPlacementEnv(t)
+	var keys []placement.Key
+	for _, m := range []string{"a", "b", "c", "d"} {
+		keys = append(keys, key(m, 1))
+		pe.upload(t, key(m, 1))
+	}
+	cfg := pe.config(0)
+	cfg.QueueURL, cfg.MaxInFlight, cfg.Concurrency = "", 1, 1
+	cfg.Placement.StatusInterval = Duration(time.Hour) // only finished fetches wake the loop
+	pe.start(cfg)
+	pe.assign(t, keys...)
+	pe.waitExactly(t, keys)
+	if n := pe.s3.gets.Load(); n != int64(len(keys)) {
+		t.Errorf("%d S3 GETs for %d versions", n, len(keys))
+	}
+}
