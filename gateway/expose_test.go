@@ -19,6 +19,7 @@ import (
 
 	"github.com/tfgate/tfgate/gateway/exposure"
 	"github.com/tfgate/tfgate/gateway/split"
+	"github.com/tfgate/tfgate/internal/testwait"
 	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
 	tfgatev1 "github.com/tfgate/tfgate/proto/tfgate/v1"
 )
@@ -66,14 +67,16 @@ func readExposures(t *testing.T, path string) []exposureLine {
 func TestExposureOnePerRoutedRequest(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "exposure.jsonl")
 	s := startStack(t, stackOpts{
-		versions: []int64{1, 2},
-		routes:   expRoutes("e", "{name: control, version: 1, weight: 90}", "{name: treatment, version: 2, weight: 10}"),
-		wrap:     func(b Backends) Backends { return failMarked{b} },
+		versions: []int64{1, 2, 3},
+		// Half the routed requests are shadowed to version 3: a shadow writes no record.
+		routes: strings.Replace(expRoutes("e", "{name: control, version: 1, weight: 90}", "{name: treatment, version: 2, weight: 10}"),
+			"labels: {stable: 1}\n", "labels: {stable: 1}\n    shadow: {version: 3, percent: 50}\n", 1),
+		wrap: func(b Backends) Backends { return failMarked{b} },
 		run: func(rc *RunConfig, d *Deps) {
 			rc.Exposure = &exposure.Config{Path: logPath}
 		},
 	})
-	s.waitRoutable("reviews", 2)
+	s.waitRoutable("reviews", 3)
 
 	type want struct {
 		arm, route string
@@ -122,6 +125,14 @@ func TestExposureOnePerRoutedRequest(t *testing.T) {
 	}
 	close(work)
 	wg.Wait()
+	testwait.Until(t, "the shadows to finish", func() bool {
+		lr, err := s.client.ListRoutes(context.Background(), &tfgatev1.ListRoutesRequest{Model: "reviews"})
+		var n uint64
+		for _, c := range lr.GetModels()[0].GetShadow().GetComparisons() {
+			n += c.GetRequests() + c.GetFailed() + c.GetShed()
+		}
+		return err == nil && n > 0
+	})
 	s.stop() // graceful: the log is flushed before Run returns
 
 	got := readExposures(t, logPath)

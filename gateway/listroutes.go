@@ -24,10 +24,13 @@ func (s *Server) ListRoutes(ctx context.Context, req *tfgatev1.ListRoutesRequest
 			return nil, toStatus(&route.RouteError{Model: name, Reason: "it is not in the routing config; call ListRoutes with no model to list them", Err: route.ErrUnknownModel})
 		}
 		resp.Models = []*tfgatev1.ModelRoutes{describe(snap, m)}
+		resp.Models[0].Shadow = s.shadows.describe(s, snap, m.Name)
 		return resp, nil
 	}
 	for _, m := range snap.routes.Models() {
-		resp.Models = append(resp.Models, describe(snap, m))
+		d := describe(snap, m)
+		d.Shadow = s.shadows.describe(s, snap, m.Name)
+		resp.Models = append(resp.Models, d)
 	}
 	return resp, nil
 }

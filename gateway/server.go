@@ -149,7 +149,7 @@ func (s *Server) Stats() Stats { return s.stats.stats() }
 // Close flushes the batchers (after the gRPC server stopped taking requests) and
 // unregisters metrics.
 func (s *Server) Close(ctx context.Context) error {
-	err := s.group.Close(ctx)
+	err := errors.Join(s.group.Close(ctx), s.shadows.close(ctx))
 	if uerr := s.reg.Unregister(); err == nil {
 		err = uerr
 	}
@@ -272,6 +272,7 @@ func (s *Server) predict(ctx context.Context, req *tfgatev1.PredictRequest, deco
 	} else {
 		resp.RawOutputs = bresp.GetOutputs()
 	}
+	s.shadows.maybe(ctx, s, snap, m, rt, req, resp, sigName) // after the primary answered; never waits
 	return resp, nil
 }
 

@@ -93,6 +93,9 @@ type Model struct {
 	Labels map[string]Version `yaml:"labels"`
 	// Experiment splits default-route traffic across arms. Default: none.
 	Experiment *Experiment `yaml:"experiment"`
+	// Shadow also sends a sample of the routed traffic to another version, to
+	// compare outputs (shadow.go). Default: none.
+	Shadow *Shadow `yaml:"shadow"`
 	// Pools are the host pools, in preference order. Default: defaults.pools.
 	Pools []string `yaml:"pools"`
 	// Timeout bounds one backend call. Default: defaults.timeout.
@@ -110,8 +113,8 @@ type Model struct {
 	DefaultVersion int64 `yaml:"-"`
 }
 
-// NamedVersions are the versions the model's default, labels and experiment arms
-// name (after Parse), ascending, without duplicates.
+// NamedVersions are the versions the model's default, labels, experiment arms
+// and shadow name (after Parse), ascending, without duplicates.
 func (m *Model) NamedVersions() []int64 {
 	var vs []int64
 	if m.DefaultVersion > 0 {
@@ -124,6 +127,9 @@ func (m *Model) NamedVersions() []int64 {
 		for _, a := range m.Experiment.Arms {
 			vs = append(vs, a.Version.N)
 		}
+	}
+	if m.Shadow != nil && m.Shadow.Version.N > 0 {
+		vs = append(vs, m.Shadow.Version.N)
 	}
 	slices.Sort(vs)
 	return slices.Compact(vs)

@@ -58,7 +58,7 @@ func TestParseProblems(t *testing.T) {
 		{"empty file", "", []string{"the file is empty"}},
 		{"syntax", "models: [", []string{"did not find expected"}},
 		{"no models", "defaults: {pools: [a]}\n", []string{"no models"}},
-		{"unknown field", base + "models:\n  m:\n    defualt: 3\n", []string{`model "m": line 4: unknown field "defualt" (known: batching, default, experiment, labels, pools, timeout)`}},
+		{"unknown field", base + "models:\n  m:\n    defualt: 3\n", []string{`model "m": line 4: unknown field "defualt" (known: batching, default, experiment, labels, pools, shadow, timeout)`}},
 		{"unknown arm field", base + "models:\n  m:\n    experiment: {name: e, arms: [{name: a, version: 1, wieght: 1}]}\n", []string{`model "m": line 4: unknown field "wieght" (known: name, version, weight)`}},
 		{"unknown top-level", base + "modles: {}\n", []string{`unknown top-level field "modles"`, "no models"}},
 		{"duplicate model", base + "models:\n  m: {}\n  m: {}\n", []string{`model "m": line 4: the model is listed twice`}},

@@ -138,6 +138,7 @@ func (c *Config) validateModel(ve *ValidationError, m *Model, specs SpecChecker)
 	if e := m.Experiment; e != nil {
 		validateExperiment(ve, m, e, checkSpec)
 	}
+	validateShadow(ve, m, checkSpec)
 
 	m.BatchingConfig = batching.Config{}
 	if m.Batching.Kind != 0 && !(m.Batching.Kind == yaml.ScalarNode && m.Batching.Tag == "!!null") {

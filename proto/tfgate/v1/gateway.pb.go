@@ -677,6 +677,8 @@ type ModelRoutes struct {
 	// default_reason says why requests without a version or label fail now;
 	// empty when the default route resolves.
 	DefaultReason string `protobuf:"bytes,7,opt,name=default_reason,json=defaultReason,proto3" json:"default_reason,omitempty"`
+	// shadow is the model's shadow traffic, when its config sets one.
+	Shadow        *Shadow `protobuf:"bytes,8,opt,name=shadow,proto3" json:"shadow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -760,6 +762,192 @@ func (x *ModelRoutes) GetDefaultReason() string {
 	return ""
 }
 
+func (x *ModelRoutes) GetShadow() *Shadow {
+	if x != nil {
+		return x.Shadow
+	}
+	return nil
+}
+
+// Shadow is a version that also gets a sample of a model's routed traffic after
+// the primary answered; the callers only ever see the primary's answers.
+type Shadow struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version int64                  `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// percent of the routed requests shadowed.
+	Percent float64 `protobuf:"fixed64,2,opt,name=percent,proto3" json:"percent,omitempty"`
+	// comparisons with each primary version it shadowed, since the gateway started.
+	Comparisons   []*ShadowComparison `protobuf:"bytes,3,rep,name=comparisons,proto3" json:"comparisons,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Shadow) Reset() {
+	*x = Shadow{}
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Shadow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Shadow) ProtoMessage() {}
+
+func (x *Shadow) ProtoReflect() protoreflect.Message {
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Shadow.ProtoReflect.Descriptor instead.
+func (*Shadow) Descriptor() ([]byte, []int) {
+	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Shadow) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *Shadow) GetPercent() float64 {
+	if x != nil {
+		return x.Percent
+	}
+	return 0
+}
+
+func (x *Shadow) GetComparisons() []*ShadowComparison {
+	if x != nil {
+		return x.Comparisons
+	}
+	return nil
+}
+
+// ShadowComparison is the running comparison of a shadow with one primary.
+type ShadowComparison struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	PrimaryVersion int64                  `protobuf:"varint,1,opt,name=primary_version,json=primaryVersion,proto3" json:"primary_version,omitempty"`
+	// requests compared; shed were dropped before the call (too many shadows in
+	// flight); failed got no usable answer.
+	Requests uint64 `protobuf:"varint,2,opt,name=requests,proto3" json:"requests,omitempty"`
+	Shed     uint64 `protobuf:"varint,3,opt,name=shed,proto3" json:"shed,omitempty"`
+	Failed   uint64 `protobuf:"varint,4,opt,name=failed,proto3" json:"failed,omitempty"`
+	// instances compared; top1_agreement is the share of them whose best class
+	// agrees (classifiers; 0 when none was compared).
+	Instances     uint64  `protobuf:"varint,5,opt,name=instances,proto3" json:"instances,omitempty"`
+	Top1Agreement float64 `protobuf:"fixed64,6,opt,name=top1_agreement,json=top1Agreement,proto3" json:"top1_agreement,omitempty"`
+	// max_abs_diff and mean_abs_diff over every output value compared.
+	MaxAbsDiff  float64 `protobuf:"fixed64,7,opt,name=max_abs_diff,json=maxAbsDiff,proto3" json:"max_abs_diff,omitempty"`
+	MeanAbsDiff float64 `protobuf:"fixed64,8,opt,name=mean_abs_diff,json=meanAbsDiff,proto3" json:"mean_abs_diff,omitempty"`
+	// mean_latency_ms is the shadow calls' mean duration.
+	MeanLatencyMs float64 `protobuf:"fixed64,9,opt,name=mean_latency_ms,json=meanLatencyMs,proto3" json:"mean_latency_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShadowComparison) Reset() {
+	*x = ShadowComparison{}
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShadowComparison) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShadowComparison) ProtoMessage() {}
+
+func (x *ShadowComparison) ProtoReflect() protoreflect.Message {
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShadowComparison.ProtoReflect.Descriptor instead.
+func (*ShadowComparison) Descriptor() ([]byte, []int) {
+	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ShadowComparison) GetPrimaryVersion() int64 {
+	if x != nil {
+		return x.PrimaryVersion
+	}
+	return 0
+}
+
+func (x *ShadowComparison) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *ShadowComparison) GetShed() uint64 {
+	if x != nil {
+		return x.Shed
+	}
+	return 0
+}
+
+func (x *ShadowComparison) GetFailed() uint64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *ShadowComparison) GetInstances() uint64 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
+}
+
+func (x *ShadowComparison) GetTop1Agreement() float64 {
+	if x != nil {
+		return x.Top1Agreement
+	}
+	return 0
+}
+
+func (x *ShadowComparison) GetMaxAbsDiff() float64 {
+	if x != nil {
+		return x.MaxAbsDiff
+	}
+	return 0
+}
+
+func (x *ShadowComparison) GetMeanAbsDiff() float64 {
+	if x != nil {
+		return x.MeanAbsDiff
+	}
+	return 0
+}
+
+func (x *ShadowComparison) GetMeanLatencyMs() float64 {
+	if x != nil {
+		return x.MeanLatencyMs
+	}
+	return 0
+}
+
 // VersionState says whether one version can take routed traffic, and why not.
 type VersionState struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -776,7 +964,7 @@ type VersionState struct {
 
 func (x *VersionState) Reset() {
 	*x = VersionState{}
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[8]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +976,7 @@ func (x *VersionState) String() string {
 func (*VersionState) ProtoMessage() {}
 
 func (x *VersionState) ProtoReflect() protoreflect.Message {
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[8]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +989,7 @@ func (x *VersionState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionState.ProtoReflect.Descriptor instead.
 func (*VersionState) Descriptor() ([]byte, []int) {
-	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{8}
+	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *VersionState) GetVersion() int64 {
@@ -855,7 +1043,7 @@ type Experiment struct {
 
 func (x *Experiment) Reset() {
 	*x = Experiment{}
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[9]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +1055,7 @@ func (x *Experiment) String() string {
 func (*Experiment) ProtoMessage() {}
 
 func (x *Experiment) ProtoReflect() protoreflect.Message {
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[9]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +1068,7 @@ func (x *Experiment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Experiment.ProtoReflect.Descriptor instead.
 func (*Experiment) Descriptor() ([]byte, []int) {
-	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{9}
+	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Experiment) GetName() string {
@@ -922,7 +1110,7 @@ type Arm struct {
 
 func (x *Arm) Reset() {
 	*x = Arm{}
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[10]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1122,7 @@ func (x *Arm) String() string {
 func (*Arm) ProtoMessage() {}
 
 func (x *Arm) ProtoReflect() protoreflect.Message {
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[10]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1135,7 @@ func (x *Arm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Arm.ProtoReflect.Descriptor instead.
 func (*Arm) Descriptor() ([]byte, []int) {
-	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{10}
+	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Arm) GetName() string {
@@ -996,7 +1184,7 @@ var File_tfgate_v1_gateway_proto protoreflect.FileDescriptor
 
 const file_tfgate_v1_gateway_proto_rawDesc = "" +
 	"\n" +
-	"\x17tfgate/v1/gateway.proto\x12\ttfgate.v1\x1a\x17tensorflow/tensor.proto\"\x94\x03\n" +
+	"\x17tfgate/v1/gateway.proto\x12\ttfgate.v1\x1a\x17tensorflow/tensor.proto\x1a\x19tfgate/v1/placement.proto\"\x94\x03\n" +
 	"\x0ePredictRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1a\n" +
 	"\aversion\x18\x02 \x01(\x03H\x00R\aversion\x12\x16\n" +
@@ -1055,7 +1243,7 @@ const file_tfgate_v1_gateway_proto_rawDesc = "" +
 	"\vconfig_file\x18\x03 \x01(\tR\n" +
 	"configFile\x12'\n" +
 	"\x0freload_failures\x18\x04 \x01(\x04R\x0ereloadFailures\x12*\n" +
-	"\x11last_reload_error\x18\x05 \x01(\tR\x0flastReloadError\"\xe8\x02\n" +
+	"\x11last_reload_error\x18\x05 \x01(\tR\x0flastReloadError\"\x93\x03\n" +
 	"\vModelRoutes\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12#\n" +
 	"\rdefault_route\x18\x02 \x01(\tR\fdefaultRoute\x12:\n" +
@@ -1065,10 +1253,26 @@ const file_tfgate_v1_gateway_proto_rawDesc = "" +
 	"experiment\x123\n" +
 	"\bversions\x18\x05 \x03(\v2\x17.tfgate.v1.VersionStateR\bversions\x12\x14\n" +
 	"\x05pools\x18\x06 \x03(\tR\x05pools\x12%\n" +
-	"\x0edefault_reason\x18\a \x01(\tR\rdefaultReason\x1a9\n" +
+	"\x0edefault_reason\x18\a \x01(\tR\rdefaultReason\x12)\n" +
+	"\x06shadow\x18\b \x01(\v2\x11.tfgate.v1.ShadowR\x06shadow\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x9f\x01\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"{\n" +
+	"\x06Shadow\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion\x12\x18\n" +
+	"\apercent\x18\x02 \x01(\x01R\apercent\x12=\n" +
+	"\vcomparisons\x18\x03 \x03(\v2\x1b.tfgate.v1.ShadowComparisonR\vcomparisons\"\xb6\x02\n" +
+	"\x10ShadowComparison\x12'\n" +
+	"\x0fprimary_version\x18\x01 \x01(\x03R\x0eprimaryVersion\x12\x1a\n" +
+	"\brequests\x18\x02 \x01(\x04R\brequests\x12\x12\n" +
+	"\x04shed\x18\x03 \x01(\x04R\x04shed\x12\x16\n" +
+	"\x06failed\x18\x04 \x01(\x04R\x06failed\x12\x1c\n" +
+	"\tinstances\x18\x05 \x01(\x04R\tinstances\x12%\n" +
+	"\x0etop1_agreement\x18\x06 \x01(\x01R\rtop1Agreement\x12 \n" +
+	"\fmax_abs_diff\x18\a \x01(\x01R\n" +
+	"maxAbsDiff\x12\"\n" +
+	"\rmean_abs_diff\x18\b \x01(\x01R\vmeanAbsDiff\x12&\n" +
+	"\x0fmean_latency_ms\x18\t \x01(\x01R\rmeanLatencyMs\"\x9f\x01\n" +
 	"\fVersionState\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12\x1a\n" +
 	"\broutable\x18\x02 \x01(\bR\broutable\x12\x16\n" +
@@ -1092,11 +1296,12 @@ const file_tfgate_v1_gateway_proto_rawDesc = "" +
 	"\x12ROUTE_KIND_VERSION\x10\x01\x12\x14\n" +
 	"\x10ROUTE_KIND_LABEL\x10\x02\x12\x19\n" +
 	"\x15ROUTE_KIND_EXPERIMENT\x10\x03\x12\x16\n" +
-	"\x12ROUTE_KIND_DEFAULT\x10\x042\x9d\x01\n" +
+	"\x12ROUTE_KIND_DEFAULT\x10\x042\xf1\x01\n" +
 	"\x0eGatewayService\x12@\n" +
 	"\aPredict\x12\x19.tfgate.v1.PredictRequest\x1a\x1a.tfgate.v1.PredictResponse\x12I\n" +
 	"\n" +
-	"ListRoutes\x12\x1c.tfgate.v1.ListRoutesRequest\x1a\x1d.tfgate.v1.ListRoutesResponseB3Z1github.com/tfgate/tfgate/proto/tfgate/v1;tfgatev1b\x06proto3"
+	"ListRoutes\x12\x1c.tfgate.v1.ListRoutesRequest\x1a\x1d.tfgate.v1.ListRoutesResponse\x12R\n" +
+	"\rListPlacement\x12\x1f.tfgate.v1.ListPlacementRequest\x1a .tfgate.v1.ListPlacementResponseB3Z1github.com/tfgate/tfgate/proto/tfgate/v1;tfgatev1b\x06proto3"
 
 var (
 	file_tfgate_v1_gateway_proto_rawDescOnce sync.Once
@@ -1111,7 +1316,7 @@ func file_tfgate_v1_gateway_proto_rawDescGZIP() []byte {
 }
 
 var file_tfgate_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tfgate_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_tfgate_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_tfgate_v1_gateway_proto_goTypes = []any{
 	(RouteKind)(0),                 // 0: tfgate.v1.RouteKind
 	(*PredictRequest)(nil),         // 1: tfgate.v1.PredictRequest
@@ -1122,42 +1327,50 @@ var file_tfgate_v1_gateway_proto_goTypes = []any{
 	(*ListRoutesRequest)(nil),      // 6: tfgate.v1.ListRoutesRequest
 	(*ListRoutesResponse)(nil),     // 7: tfgate.v1.ListRoutesResponse
 	(*ModelRoutes)(nil),            // 8: tfgate.v1.ModelRoutes
-	(*VersionState)(nil),           // 9: tfgate.v1.VersionState
-	(*Experiment)(nil),             // 10: tfgate.v1.Experiment
-	(*Arm)(nil),                    // 11: tfgate.v1.Arm
-	nil,                            // 12: tfgate.v1.PredictRequest.RawInputsEntry
-	nil,                            // 13: tfgate.v1.Instance.NumericEntry
-	nil,                            // 14: tfgate.v1.Instance.CategoricalEntry
-	nil,                            // 15: tfgate.v1.PredictResponse.RawOutputsEntry
-	nil,                            // 16: tfgate.v1.ModelRoutes.LabelsEntry
-	(*tensorflow.TensorProto)(nil), // 17: tensorflow.TensorProto
+	(*Shadow)(nil),                 // 9: tfgate.v1.Shadow
+	(*ShadowComparison)(nil),       // 10: tfgate.v1.ShadowComparison
+	(*VersionState)(nil),           // 11: tfgate.v1.VersionState
+	(*Experiment)(nil),             // 12: tfgate.v1.Experiment
+	(*Arm)(nil),                    // 13: tfgate.v1.Arm
+	nil,                            // 14: tfgate.v1.PredictRequest.RawInputsEntry
+	nil,                            // 15: tfgate.v1.Instance.NumericEntry
+	nil,                            // 16: tfgate.v1.Instance.CategoricalEntry
+	nil,                            // 17: tfgate.v1.PredictResponse.RawOutputsEntry
+	nil,                            // 18: tfgate.v1.ModelRoutes.LabelsEntry
+	(*tensorflow.TensorProto)(nil), // 19: tensorflow.TensorProto
+	(*ListPlacementRequest)(nil),   // 20: tfgate.v1.ListPlacementRequest
+	(*ListPlacementResponse)(nil),  // 21: tfgate.v1.ListPlacementResponse
 }
 var file_tfgate_v1_gateway_proto_depIdxs = []int32{
 	2,  // 0: tfgate.v1.PredictRequest.instances:type_name -> tfgate.v1.Instance
-	12, // 1: tfgate.v1.PredictRequest.raw_inputs:type_name -> tfgate.v1.PredictRequest.RawInputsEntry
-	13, // 2: tfgate.v1.Instance.numeric:type_name -> tfgate.v1.Instance.NumericEntry
-	14, // 3: tfgate.v1.Instance.categorical:type_name -> tfgate.v1.Instance.CategoricalEntry
+	14, // 1: tfgate.v1.PredictRequest.raw_inputs:type_name -> tfgate.v1.PredictRequest.RawInputsEntry
+	15, // 2: tfgate.v1.Instance.numeric:type_name -> tfgate.v1.Instance.NumericEntry
+	16, // 3: tfgate.v1.Instance.categorical:type_name -> tfgate.v1.Instance.CategoricalEntry
 	0,  // 4: tfgate.v1.PredictResponse.route:type_name -> tfgate.v1.RouteKind
 	4,  // 5: tfgate.v1.PredictResponse.predictions:type_name -> tfgate.v1.Prediction
-	15, // 6: tfgate.v1.PredictResponse.raw_outputs:type_name -> tfgate.v1.PredictResponse.RawOutputsEntry
+	17, // 6: tfgate.v1.PredictResponse.raw_outputs:type_name -> tfgate.v1.PredictResponse.RawOutputsEntry
 	5,  // 7: tfgate.v1.Prediction.scores:type_name -> tfgate.v1.ClassScore
 	5,  // 8: tfgate.v1.Prediction.top_k:type_name -> tfgate.v1.ClassScore
 	8,  // 9: tfgate.v1.ListRoutesResponse.models:type_name -> tfgate.v1.ModelRoutes
-	16, // 10: tfgate.v1.ModelRoutes.labels:type_name -> tfgate.v1.ModelRoutes.LabelsEntry
-	10, // 11: tfgate.v1.ModelRoutes.experiment:type_name -> tfgate.v1.Experiment
-	9,  // 12: tfgate.v1.ModelRoutes.versions:type_name -> tfgate.v1.VersionState
-	11, // 13: tfgate.v1.Experiment.arms:type_name -> tfgate.v1.Arm
-	17, // 14: tfgate.v1.PredictRequest.RawInputsEntry.value:type_name -> tensorflow.TensorProto
-	17, // 15: tfgate.v1.PredictResponse.RawOutputsEntry.value:type_name -> tensorflow.TensorProto
-	1,  // 16: tfgate.v1.GatewayService.Predict:input_type -> tfgate.v1.PredictRequest
-	6,  // 17: tfgate.v1.GatewayService.ListRoutes:input_type -> tfgate.v1.ListRoutesRequest
-	3,  // 18: tfgate.v1.GatewayService.Predict:output_type -> tfgate.v1.PredictResponse
-	7,  // 19: tfgate.v1.GatewayService.ListRoutes:output_type -> tfgate.v1.ListRoutesResponse
-	18, // [18:20] is the sub-list for method output_type
-	16, // [16:18] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	18, // 10: tfgate.v1.ModelRoutes.labels:type_name -> tfgate.v1.ModelRoutes.LabelsEntry
+	12, // 11: tfgate.v1.ModelRoutes.experiment:type_name -> tfgate.v1.Experiment
+	11, // 12: tfgate.v1.ModelRoutes.versions:type_name -> tfgate.v1.VersionState
+	9,  // 13: tfgate.v1.ModelRoutes.shadow:type_name -> tfgate.v1.Shadow
+	10, // 14: tfgate.v1.Shadow.comparisons:type_name -> tfgate.v1.ShadowComparison
+	13, // 15: tfgate.v1.Experiment.arms:type_name -> tfgate.v1.Arm
+	19, // 16: tfgate.v1.PredictRequest.RawInputsEntry.value:type_name -> tensorflow.TensorProto
+	19, // 17: tfgate.v1.PredictResponse.RawOutputsEntry.value:type_name -> tensorflow.TensorProto
+	1,  // 18: tfgate.v1.GatewayService.Predict:input_type -> tfgate.v1.PredictRequest
+	6,  // 19: tfgate.v1.GatewayService.ListRoutes:input_type -> tfgate.v1.ListRoutesRequest
+	20, // 20: tfgate.v1.GatewayService.ListPlacement:input_type -> tfgate.v1.ListPlacementRequest
+	3,  // 21: tfgate.v1.GatewayService.Predict:output_type -> tfgate.v1.PredictResponse
+	7,  // 22: tfgate.v1.GatewayService.ListRoutes:output_type -> tfgate.v1.ListRoutesResponse
+	21, // 23: tfgate.v1.GatewayService.ListPlacement:output_type -> tfgate.v1.ListPlacementResponse
+	21, // [21:24] is the sub-list for method output_type
+	18, // [18:21] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_tfgate_v1_gateway_proto_init() }
@@ -1165,6 +1378,7 @@ func file_tfgate_v1_gateway_proto_init() {
 	if File_tfgate_v1_gateway_proto != nil {
 		return
 	}
+	file_tfgate_v1_placement_proto_init()
 	file_tfgate_v1_gateway_proto_msgTypes[0].OneofWrappers = []any{
 		(*PredictRequest_Version)(nil),
 		(*PredictRequest_Label)(nil),
@@ -1175,7 +1389,7 @@ func file_tfgate_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tfgate_v1_gateway_proto_rawDesc), len(file_tfgate_v1_gateway_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
