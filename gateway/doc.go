@@ -49,6 +49,18 @@
 // as one more input to the build. codec.go carries a request's decode error to
 // Predict; errors.go maps every error to its gRPC code.
 //
+// # Experiments
+//
+// Every Predict that resolved a version hands one [exposure.Record] to
+// Options.Exposures (expose.go) once it is answered: [Run] wires the exposure
+// log (package gateway/exposure, a bounded writer that drops rather than
+// blocks) and the live split monitor (package gateway/split, the SRM p-value
+// gauge). A model's shadow (shadow.go) sends a sample of its routed requests to
+// another version after the primary answered, through that version's own
+// pipeline, on a bounded set of goroutines that sheds instead of queueing;
+// package gateway/shadow keeps the comparison ListRoutes shows. Neither can
+// change, delay or fail a caller's answer. See docs/experiments.md.
+//
 // # Concurrency
 //
 // [Server] methods are safe for concurrent use. Routing snapshots are immutable and
