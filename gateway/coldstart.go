@@ -100,6 +100,7 @@ type coldStart struct {
 
 	mu      sync.Mutex
 	waiting map[string]int      // model -> requests waiting
+	waitKey map[vkey]int        // version -> requests waiting
 	first   map[vkey]time.Time  // version -> when the first waiting request arrived
 	loads   map[vkey]*coldCount // for tests and metrics
 
@@ -113,7 +114,7 @@ type coldCount struct{ requests int }
 
 func newColdStart(s *Server, view placementView, viewCh func() <-chan struct{}, d *demand) *coldStart {
 	return &coldStart{s: s, view: view, viewCh: viewCh, demand: d, now: time.Now,
-		waiting: map[string]int{}, first: map[vkey]time.Time{}, loads: map[vkey]*coldCount{}}
+		waiting: map[string]int{}, waitKey: map[vkey]int{}, first: map[vkey]time.Time{}, loads: map[vkey]*coldCount{}}
 }
 
 // admit is the request path's hook after route resolution: it records the
@@ -203,6 +204,7 @@ func (c *coldStart) wait(ctx context.Context, m *route.ModelRoutes, v int64, typ
 		return fmt.Errorf("model %q version %d: %w: %d requests already wait for this model's versions to load (placement.cold_start.max_queue); retry later", m.Name, v, ErrColdQueueFull, cs.MaxQueue)
 	}
 	c.waiting[m.Name]++
+	c.waitKey[k]++
 	if _, ok := c.first[k]; !ok {
 		c.first[k] = start
 	}
@@ -216,6 +218,9 @@ func (c *coldStart) wait(ctx context.Context, m *route.ModelRoutes, v int64, typ
 		c.mu.Lock()
 		if c.waiting[m.Name]--; c.waiting[m.Name] == 0 {
 			delete(c.waiting, m.Name)
+		}
+		if c.waitKey[k]--; c.waitKey[k] == 0 {
+			delete(c.waitKey, k)
 		}
 		c.mu.Unlock()
 	}()
@@ -289,4 +294,15 @@ func (c *coldStart) requests(model string, v int64) int {
 		return n.requests
 	}
 	return 0
+}
+
+// waitingNow is the number of requests held now, per version.
+func (c *coldStart) waitingNow() map[vkey]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[vkey]int, len(c.waitKey))
+	for k, n := range c.waitKey {
+		out[k] = n
+	}
+	return out
 }

@@ -376,6 +376,30 @@ func TestColdStartPlacement(t *testing.T) {
 		t.Logf("reviews@5: %d UNAVAILABLE (load in progress), %d RESOURCE_EXHAUSTED", unavailable.Load(), full.Load())
 	})
 
+	t.Run("ListPlacement", func(t *testing.T) {
+		resp, err := e.client.ListPlacement(context.Background(), &tfgatev1.ListPlacementRequest{Model: "reviews"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !resp.GetEnabled() || !resp.GetThisGatewayLeads() {
+			t.Errorf("enabled %v, leads %v; want both (one gateway)", resp.GetEnabled(), resp.GetThisGatewayLeads())
+		}
+		byV := map[int64]*tfgatev1.PlacedVersion{}
+		for _, v := range resp.GetVersions() {
+			byV[v.GetVersion()] = v
+		}
+		if v := byV[1]; v == nil || v.GetRequired() != "default" || len(v.GetAssigned()) != 1 || v.GetAssigned()[0].GetHost() != "sim1" || len(v.GetResident()) != 1 {
+			t.Errorf("reviews@1: %v, want required default, assigned to sim1, resident", v)
+		}
+		if v := byV[2]; v == nil || v.GetState() != "placed" || len(v.GetResident()) != 1 || v.GetLoading() || !strings.Contains(v.GetWhy(), "sim1") {
+			t.Errorf("reviews@2: %v, want placed and resident on sim1, explained", v)
+		}
+		if v := byV[4]; v == nil || v.GetState() != "unplaceable" || !strings.Contains(v.GetWhy(), "largest host") {
+			t.Errorf("reviews@4: %v, want unplaceable with the reason", v)
+		}
+		t.Logf("reviews@2: %s", byV[2].GetWhy())
+	})
+
 	if e.guard.calls.Load() == 0 || e.guard.bad.Load() != 0 {
 		t.Errorf("backend calls %d, to hosts without the version %d; want some calls, none without", e.guard.calls.Load(), e.guard.bad.Load())
 	}

@@ -46,8 +46,9 @@ type placementState struct {
 }
 
 type placedCopy struct {
-	host  string
-	since time.Time
+	host     string
+	since    time.Time
+	draining bool
 }
 
 // placer is the gateway's part of placement: the controller, the demand
@@ -150,7 +151,7 @@ func (p *placer) watchState(ctx context.Context) error {
 			old := p.state.Load()
 			for host, ha := range st.Assignment.Hosts {
 				for _, e := range ha.Entries {
-					where[e.Key] = append(where[e.Key], placedCopy{host: host, since: e.Since})
+					where[e.Key] = append(where[e.Key], placedCopy{host: host, since: e.Since, draining: e.Draining})
 				}
 			}
 			// A host whose value is torn keeps its last good view.

@@ -135,6 +135,6 @@ func parseFlags(args []string, out io.Writer) (gateway.RunConfig, telemetry.LogC
 	if *consulRegister {
 		cfg.Consul = &discovery.Registration{Name: *consulService, Addr: *consulRegAddr}
 	}
-	return cfg, logCfg, gc, nil
 	cfg.Placement = placementOn()
+	return cfg, logCfg, gc, nil
 }

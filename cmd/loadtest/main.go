@@ -50,6 +50,9 @@ func dispatch(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "routes" {
 		return routesCmd(ctx, args[1:])
 	}
+	if len(args) > 0 && args[0] == "placement" {
+		return placementCmd(ctx, args[1:], os.Stdout)
+	}
 	if len(args) > 0 && args[0] == "predict" {
 		return predictCmd(ctx, args[1:])
 	}

@@ -23,8 +23,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	GatewayService_Predict_FullMethodName    = "/tfgate.v1.GatewayService/Predict"
-	GatewayService_ListRoutes_FullMethodName = "/tfgate.v1.GatewayService/ListRoutes"
+	GatewayService_Predict_FullMethodName       = "/tfgate.v1.GatewayService/Predict"
+	GatewayService_ListRoutes_FullMethodName    = "/tfgate.v1.GatewayService/ListRoutes"
+	GatewayService_ListPlacement_FullMethodName = "/tfgate.v1.GatewayService/ListPlacement"
 )
 
 // GatewayServiceClient is the client API for GatewayService service.
@@ -39,6 +40,10 @@ type GatewayServiceClient interface {
 	// ListRoutes describes how each model is routed now: versions, labels,
 	// experiments, and why a version is not routable.
 	ListRoutes(ctx context.Context, in *ListRoutesRequest, opts ...grpc.CallOption) (*ListRoutesResponse, error)
+	// ListPlacement describes where each model version is placed across the
+	// fleet and why, where it is resident now, and the loads in progress
+	// (gateways run with --placement; otherwise enabled is false).
+	ListPlacement(ctx context.Context, in *ListPlacementRequest, opts ...grpc.CallOption) (*ListPlacementResponse, error)
 }
 
 type gatewayServiceClient struct {
@@ -69,6 +74,16 @@ func (c *gatewayServiceClient) ListRoutes(ctx context.Context, in *ListRoutesReq
 	return out, nil
 }
 
+func (c *gatewayServiceClient) ListPlacement(ctx context.Context, in *ListPlacementRequest, opts ...grpc.CallOption) (*ListPlacementResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPlacementResponse)
+	err := c.cc.Invoke(ctx, GatewayService_ListPlacement_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GatewayServiceServer is the server API for GatewayService service.
 // All implementations must embed UnimplementedGatewayServiceServer
 // for forward compatibility.
@@ -81,6 +96,10 @@ type GatewayServiceServer interface {
 	// ListRoutes describes how each model is routed now: versions, labels,
 	// experiments, and why a version is not routable.
 	ListRoutes(context.Context, *ListRoutesRequest) (*ListRoutesResponse, error)
+	// ListPlacement describes where each model version is placed across the
+	// fleet and why, where it is resident now, and the loads in progress
+	// (gateways run with --placement; otherwise enabled is false).
+	ListPlacement(context.Context, *ListPlacementRequest) (*ListPlacementResponse, error)
 	mustEmbedUnimplementedGatewayServiceServer()
 }
 
@@ -96,6 +115,9 @@ func (UnimplementedGatewayServiceServer) Predict(context.Context, *PredictReques
 }
 func (UnimplementedGatewayServiceServer) ListRoutes(context.Context, *ListRoutesRequest) (*ListRoutesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListRoutes not implemented")
+}
+func (UnimplementedGatewayServiceServer) ListPlacement(context.Context, *ListPlacementRequest) (*ListPlacementResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPlacement not implemented")
 }
 func (UnimplementedGatewayServiceServer) mustEmbedUnimplementedGatewayServiceServer() {}
 func (UnimplementedGatewayServiceServer) testEmbeddedByValue()                        {}
@@ -154,6 +176,24 @@ func _GatewayService_ListRoutes_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GatewayService_ListPlacement_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPlacementRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServiceServer).ListPlacement(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GatewayService_ListPlacement_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServiceServer).ListPlacement(ctx, req.(*ListPlacementRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // GatewayService_ServiceDesc is the grpc.ServiceDesc for GatewayService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -168,6 +208,10 @@ var GatewayService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListRoutes",
 			Handler:    _GatewayService_ListRoutes_Handler,
+		},
+		{
+			MethodName: "ListPlacement",
+			Handler:    _GatewayService_ListPlacement_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
