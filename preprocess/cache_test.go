@@ -10,6 +10,9 @@ import (
 	"sync"
 	"testing"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
 	tfgatev1 "github.com/tfgate/tfgate/proto/tfgate/v1"
 )
 
@@ -219,4 +222,58 @@ func heapInuse() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc
+}
+
+// The cache's counters and sizes are exported (docs/metrics.md).
+func TestCacheMetrics(t *testing.T) {
+	root := t.TempDir()
+	writeFeatureVersion(t, root, "a", "1", "free\npro\n")
+	writeFeatureVersion(t, root, "b", "1", "free\nteam\n")
+	writeFeatureVersion(t, root, "c", "1", "free\nteam\n") // b's spec
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	s := NewStore(root, StoreOptions{MeterProvider: mp, CacheBytes: 1, Concurrency: 1}) // a, b, c in order
+	if err := s.Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ha, _ := s.SpecHash("a", 1)
+	for range 3 { // b evicted a when the scan compiled it: one miss, two hits
+		if _, err := s.Pipeline("a", 1, ha); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				got[m.Name] = d.DataPoints[0].Value
+			case metricdata.Gauge[int64]:
+				got[m.Name] = d.DataPoints[0].Value
+			}
+		}
+	}
+	st := s.CacheStats()
+	want := map[string]int64{
+		"tfgate.preprocess.specs":              2,
+		"tfgate.preprocess.cache.misses":       3, // a and b by the scan, a again
+		"tfgate.preprocess.cache.hits":         2,
+		"tfgate.preprocess.cache.evictions":    2,
+		"tfgate.preprocess.cache.entries":      1,
+		"tfgate.preprocess.cache.budget_bytes": 1,
+		"tfgate.preprocess.cache.bytes":        st.Bytes,
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %d, want %d (all: %v)", k, got[k], v, got)
+		}
+	}
+	if st.Bytes <= 0 {
+		t.Errorf("cache bytes %d with one pipeline cached", st.Bytes)
+	}
 }
