@@ -157,7 +157,7 @@ func (m *Monitor) Expose(r exposure.Record) {
 		e.armIdx[r.Arm] = a
 		e.arms = append(e.arms, r.Arm)
 		e.requests = append(e.requests, 0)
-		e.keys = append(e.keys, hyperloglog.New14())
+		e.keys = append(e.keys, hyperloglog.NewNoSparse()) // dense: 16 KiB, O(1) inserts
 	}
 	e.requests[a]++
 	if r.Key != "" {

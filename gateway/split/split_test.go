@@ -229,3 +229,27 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkMonitorExpose is the split monitor's cost per experiment-routed
+// request (keyed: hash, HyperLogLog insert, window sample), on the request path.
+func BenchmarkMonitorExpose(b *testing.B) {
+	now := t0
+	m, err := New(Options{Now: func() time.Time { return now }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	recs := make([]exposure.Record, 4096)
+	for i := range recs {
+		key := fmt.Sprint("customer-", i)
+		recs[i] = rec(time.Duration(i)*time.Millisecond, sticky(1000)(key), key)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			m.Expose(recs[i%len(recs)])
+			i++
+		}
+	})
+}
