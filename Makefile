@@ -53,6 +53,14 @@ test: tools vet lint protocheck tidycheck rules
 demo: tools build
 	scripts/demo.sh
 
+## up: the demo's stack, left running (ports and ready-to-paste grpcurl / loadtest commands printed); make down stops it
+up: tools build
+	DEMO_MODE=up scripts/demo.sh
+
+## down: stop what make up started
+down:
+	@scripts/down.sh
+
 ## bench: the performance suite on loopback (about 5 minutes); results in bench/results/
 bench: tools build
 	scripts/bench.sh

@@ -18,6 +18,15 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+# DEMO_MODE=up (make up): start the stack, publish both versions, check the gateway
+# serves them, print how to use it, and leave it running for make down.
+DEMO_MODE=${DEMO_MODE:-demo}
+KEEP_STATE="$ROOT/.demo/up"
+if [ -f "$KEEP_STATE/pids" ]; then
+  echo "demo.sh: a stack from make up is running ($(cat "$KEEP_STATE/run" 2>/dev/null)); run make down first" >&2
+  exit 1
+fi
+[ "$DEMO_MODE" = up ] && KEEP_STACK=1
 # Keep the two newest earlier runs (their logs and reports); a run never reuses them.
 mkdir -p .demo
 { ls -1dt .demo/run-* 2>/dev/null || true; } | tail -n +3 | xargs -r rm -rf
@@ -83,7 +92,7 @@ start s3 "$BIN/s3server" -addr "127.0.0.1:$S3_PORT" -bucket "$BUCKET"
 wait_for "S3 server" 20 port_open "$S3_PORT"
 info "S3 at http://127.0.0.1:$S3_PORT, bucket $BUCKET"
 export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_REGION=us-east-1
-declare -A QUEUE_URL=()
+declare -A QUEUE_URL=() SYNC_ADMIN=()
 if [ $HAVE_FAUXQS = 1 ]; then
   SQS_PORT=$(free_port)
   FAUXQS_PORT=$SQS_PORT start sqs node "$FAUXQS_CLI"
@@ -92,11 +101,20 @@ if [ $HAVE_FAUXQS = 1 ]; then
     curl -fsS -X POST "http://127.0.0.1:$SQS_PORT/" -H 'Content-Type: application/x-amz-json-1.0' \
       -H "X-Amz-Target: AmazonSQS.$1" -d "$2"
   }
-  # One queue per sidecar, as S3 -> SNS fans out to one SQS queue per host.
+  sns() { # ACTION FORM-FIELDS (SNS's query protocol, on fauxqs's SQS port)
+    curl -fsS -X POST "http://127.0.0.1:$SQS_PORT/" --data "Action=$1&Version=2010-03-31&$2"
+  }
+  # The production topology: the bucket's notifications go to one SNS topic, and one
+  # SQS queue per sidecar is subscribed to it (SNS -> SQS fan-out).
+  TOPIC_ARN=$(sns CreateTopic "Name=models-events" | sed -n 's:.*<TopicArn>\(.*\)</TopicArn>.*:\1:p')
+  [ -n "$TOPIC_ARN" ] || die "fauxqs CreateTopic returned no TopicArn"
   for q in host-gpu host-cpu gateway; do
     QUEUE_URL[$q]=$(sqs CreateQueue "{\"QueueName\":\"models-$q\"}" | jq -r .QueueUrl)
+    arn=$(sqs GetQueueAttributes "{\"QueueUrl\":\"${QUEUE_URL[$q]}\",\"AttributeNames\":[\"QueueArn\"]}" | jq -r .Attributes.QueueArn)
+    sns Subscribe "TopicArn=$TOPIC_ARN&Protocol=sqs&Endpoint=$arn" >/dev/null
   done
   info "SQS at http://127.0.0.1:$SQS_PORT, queues: ${QUEUE_URL[*]}"
+  info "SNS topic $TOPIC_ARN, every queue subscribed"
 fi
 
 # ------------------------------------------------------------------ serving hosts
@@ -186,7 +204,11 @@ else
   info "HTML report: $(rel "$RUN")/report.html"
 fi
 
-say "done in $((SECONDS - T0))s; stopping everything"
+if [ "$DEMO_MODE" = up ]; then
+  say "up in $((SECONDS - T0))s; everything stays running until make down"
+else
+  say "done in $((SECONDS - T0))s; stopping everything"
+fi
 if [ ${#UNAVAILABLE[@]} -gt 0 ]; then
   info "not part of this run (unavailable):"
   for u in "${UNAVAILABLE[@]}"; do info "  - $u"; done

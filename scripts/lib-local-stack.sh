@@ -29,9 +29,22 @@ stop_all() {
   PID_NAMES=()
 }
 
+# KEEP_STACK=1 (make up): a run that succeeds leaves everything running and writes
+# "pid starttime name" lines to $KEEP_STATE/pids for scripts/down.sh; a failed one
+# still stops everything.
+KEEP_STACK=${KEEP_STACK:-0}
 _on_exit() {
   local rc=$?
   trap - EXIT INT TERM
+  if [ "$KEEP_STACK" = 1 ] && [ $rc -eq 0 ]; then
+    local i
+    mkdir -p "$KEEP_STATE"
+    for i in "${!PIDS[@]}"; do
+      printf '%s %s %s\n' "${PIDS[$i]}" "$(awk '{ sub(/^.*\) /, ""); print $20 }' "/proc/${PIDS[$i]}/stat")" "${PID_NAMES[$i]}"
+    done >"$KEEP_STATE/pids"
+    printf '%s\n' "$RUN" >"$KEEP_STATE/run"
+    exit 0
+  fi
   stop_all
   if [ $rc -ne 0 ]; then
     printf '\n%s: failed (exit %d); logs are in %s/logs\n' "$(basename "$0")" "$rc" "$(rel "$RUN")" >&2
@@ -83,7 +96,13 @@ free_port() {
 start() {
   local name=$1
   shift
-  "$@" >"$RUN/logs/$name.log" 2>&1 &
+  if [ "$KEEP_STACK" = 1 ]; then
+    # Its own session, so nothing sent to the terminal's process group (a later
+    # Ctrl-C) reaches the stack make up leaves behind.
+    setsid "$@" >"$RUN/logs/$name.log" 2>&1 </dev/null &
+  else
+    "$@" >"$RUN/logs/$name.log" 2>&1 &
+  fi
   LAST_PID=$!
   PIDS+=("$LAST_PID")
   PID_NAMES+=("$name")
