@@ -31,6 +31,7 @@ type env struct {
 	bucket string
 	base   string
 	s3Addr string // what the sidecar talks to (the S3 server, or a proxy in front of it)
+	topic  string // SNS topic the queue is subscribed to, created by the first SNS publish
 }
 
 func newEnv(t testing.TB) *env {
@@ -162,12 +163,20 @@ func modelDir(t testing.TB, model string, v int64, weights int) string {
 	return d
 }
 
-// publish uploads a version and notifies the queue.
+// publish uploads a version and notifies the queue: with sns, as production does (the
+// S3 event published to an SNS topic the queue is subscribed to), else straight to
+// the queue (raw S3 -> SQS delivery).
 func (e *env) publish(model string, v int64, dir string, sns bool) Published {
 	e.t.Helper()
-	p, err := Publish(context.Background(), e.s3.Client, e.sqs.Client, PublishOptions{
-		Bucket: e.bucket, Prefix: "models", Model: model, Version: v, Dir: dir, QueueURL: e.queue.URL, SNS: sns,
-	})
+	opt := PublishOptions{Bucket: e.bucket, Prefix: "models", Model: model, Version: v, Dir: dir, QueueURL: e.queue.URL}
+	if sns {
+		if e.topic == "" {
+			e.topic = e.sqs.CreateTopic(e.t, e.queue.Name+"-events")
+			e.sqs.Subscribe(e.t, e.topic, e.queue)
+		}
+		opt.QueueURL, opt.Topic = "", e.topic
+	}
+	p, err := PublishWith(context.Background(), PublishClients{S3: e.s3.Client, SQS: e.sqs.Client, SNS: e.sqs.SNS}, opt)
 	if err != nil {
 		e.t.Fatalf("Publish(%s/%d): %v", model, v, err)
 	}
