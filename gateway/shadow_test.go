@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"testing"
 
@@ -178,5 +179,32 @@ func TestShadowNeverAffectsCallers(t *testing.T) {
 				t.Errorf("request counts %v, want %d OK and nothing else", st.Requests, 2*len(texts))
 			}
 		})
+	}
+}
+
+// A shadow of the treatment arm's version shadows the control arm's requests
+// only: the treatment's already are that version.
+func TestShadowOfAnArm(t *testing.T) {
+	routes := strings.Replace(expRoutes("e", "{name: control, version: 1, weight: 50}", "{name: treatment, version: 2, weight: 50}"),
+		"labels: {stable: 1}\n", "labels: {stable: 1}\n    shadow: {version: 2, percent: 100}\n", 1)
+	s := startStack(t, stackOpts{versions: []int64{1, 2}, routes: routes})
+	s.waitRoutable("reviews", 2)
+	control := 0
+	for i := 0; i < 200; i++ {
+		resp, err := s.client.Predict(context.Background(), &tfgatev1.PredictRequest{Model: "reviews", RoutingKey: fmt.Sprint("k", i), Instances: text("fine")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetArm() == "control" {
+			control++
+		}
+	}
+	testwait.Until(t, "the control arm's shadows compared", func() bool { return s.shadowOf(t).GetRequests() == uint64(control) })
+	lr, err := s.client.ListRoutes(context.Background(), &tfgatev1.ListRoutesRequest{Model: "reviews"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs := lr.GetModels()[0].GetShadow().GetComparisons(); len(cs) != 1 || control == 0 || control == 200 {
+		t.Errorf("comparisons %v after %d control requests of 200, want one, with primary 1", cs, control)
 	}
 }

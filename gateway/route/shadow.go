@@ -13,8 +13,9 @@ import (
 // shadow.go). The caller only ever sees the primary's answer.
 type Shadow struct {
 	// Version is the version shadowed. Required; it must have a preprocessing
-	// spec, and differ from every version the model's default route and
-	// experiment arms route to.
+	// spec and differ from the default route's version. It may be an
+	// experiment arm's: requests that arm serves are not shadowed (there is
+	// nothing to compare), the other arms' are.
 	Version Version `yaml:"version"`
 	// Percent of the model's routed requests (default, label and experiment
 	// routes; not explicit version pins) also sent to Version, in (0, 100].
@@ -68,11 +69,10 @@ func validateShadow(ve *ValidationError, m *Model, checkSpec func(string, int64)
 		ve.add(m.Name, "%s: %v", where, err)
 	} else {
 		checkSpec(where, s.Version.N)
-		for _, p := range m.primaryVersions() {
-			if p == s.Version.N {
-				ve.add(m.Name, "%s: version %d is also a primary (the default route or an experiment arm routes to it); shadow another version", where, p)
-				break
-			}
+		if p := m.defaultRouteVersion(); p == s.Version.N {
+			ve.add(m.Name, "%s: version %d is the primary (the default route's version); shadow another version", where, p)
+		} else if m.Experiment != nil && len(m.Experiment.Arms) > 0 && allArms(m.Experiment.Arms, s.Version.N) {
+			ve.add(m.Name, "%s: version %d is every experiment arm's version: nothing would be shadowed", where, s.Version.N)
 		}
 	}
 	switch {
@@ -83,19 +83,23 @@ func validateShadow(ve *ValidationError, m *Model, checkSpec func(string, int64)
 	}
 }
 
-// primaryVersions are the versions the model's default route and experiment
-// arms name.
-func (m *Model) primaryVersions() []int64 {
-	var vs []int64
+// defaultRouteVersion is the version the default route names (its number or
+// its label's), 0 when unknown.
+func (m *Model) defaultRouteVersion() int64 {
 	if m.DefaultVersion > 0 {
-		vs = append(vs, m.DefaultVersion)
-	} else if v, ok := m.Labels[m.Default]; ok {
-		vs = append(vs, v.N)
+		return m.DefaultVersion
 	}
-	if m.Experiment != nil {
-		for _, a := range m.Experiment.Arms {
-			vs = append(vs, a.Version.N)
+	if v, ok := m.Labels[m.Default]; ok {
+		return v.N
+	}
+	return 0
+}
+
+func allArms(arms []Arm, v int64) bool {
+	for _, a := range arms {
+		if a.Version.N != v {
+			return false
 		}
 	}
-	return vs
+	return true
 }
