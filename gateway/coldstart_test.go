@@ -44,6 +44,9 @@ type coldEnv struct {
 	guard  *availableGuard
 	loads  sync.Map // placement.Key -> *atomic.Int64: times the sidecar added the version
 	cancel context.CancelFunc
+
+	cfgPath, root string
+	cl            *api.Client
 }
 
 // Sizes: a load takes resident_bytes / loadBytesPerSecond.
@@ -140,6 +143,26 @@ placement:
 	if err := os.WriteFile(cfgPath, []byte(routes), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	e.cfgPath, e.root, e.cl = cfgPath, root, cl
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	g := e.startGateway("gw1")
+	e.client, e.srv, e.guard = g.client, g.srv, g.guard
+	return e
+}
+
+// coldGW is one gateway of the env.
+type coldGW struct {
+	client tfgatev1.GatewayServiceClient
+	srv    *Server
+	guard  *availableGuard
+}
+
+// startGateway starts a gateway with placement on (ID id) over the env.
+func (e *coldEnv) startGateway(id string) *coldGW {
+	t := e.t
+	t.Helper()
+	g := &coldGW{}
+	gctx, gcancel := context.WithCancel(context.Background())
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -147,17 +170,17 @@ placement:
 	started := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, RunConfig{
-			ConfigPath: cfgPath, ModelRoot: root, SpecPollInterval: 100 * time.Millisecond, ShutdownTimeout: 5 * time.Second,
+		done <- Run(gctx, RunConfig{
+			ConfigPath: e.cfgPath, ModelRoot: e.root, SpecPollInterval: 100 * time.Millisecond, ShutdownTimeout: 5 * time.Second,
 			Server:    Options{WatchInterval: 50 * time.Millisecond},
-			Placement: &PlacementConfig{ID: "gw1", Client: cl, Store: placement.StoreConfig{WaitTime: 2 * time.Second}},
+			Placement: &PlacementConfig{ID: id, Client: e.cl, Store: placement.StoreConfig{WaitTime: 2 * time.Second}},
 		}, Deps{
 			Listener: lis,
 			WrapBackends: func(b Backends) Backends {
-				e.guard = &availableGuard{Backends: b, t: t}
-				return e.guard
+				g.guard = &availableGuard{Backends: b, t: t}
+				return g.guard
 			},
-			Started: func(_ net.Addr, s *Server) { e.srv = s; close(started) },
+			Started: func(_ net.Addr, s *Server) { g.srv = s; close(started) },
 		})
 	}()
 	select {
@@ -169,16 +192,15 @@ placement:
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.client = tfgatev1.NewGatewayServiceClient(conn)
+	g.client = tfgatev1.NewGatewayServiceClient(conn)
 	t.Cleanup(func() {
 		conn.Close()
-		cancel()
+		gcancel()
 		if err := <-done; err != nil {
 			t.Errorf("gateway.Run after shutdown: %v", err)
 		}
-		wg.Wait()
 	})
-	return e
+	return g
 }
 
 // sidecar keeps servingsim's models equal to sim1's assignment, as modelsync
@@ -402,5 +424,36 @@ func TestColdStartPlacement(t *testing.T) {
 
 	if e.guard.calls.Load() == 0 || e.guard.bad.Load() != 0 {
 		t.Errorf("backend calls %d, to hosts without the version %d; want some calls, none without", e.guard.calls.Load(), e.guard.bad.Load())
+	}
+}
+
+// TestColdStartFollower: with two gateways, one leads; a cold request on the
+// follower is served after one load: its demand write is what makes the leader
+// place the version.
+func TestColdStartFollower(t *testing.T) {
+	e := startColdEnv(t, "{max_wait: 20s}")
+	testwait.Until(t, "gw1 to lead", func() bool { return e.srv.placer.ctl.IsLeader() })
+	g2 := e.startGateway("gw2")
+	if g2.srv.placer.ctl.IsLeader() {
+		t.Fatal("both gateways lead")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := g2.client.Predict(ctx, &tfgatev1.PredictRequest{Model: "reviews", Target: &tfgatev1.PredictRequest_Version{Version: 2}, Instances: text("cold on the follower")})
+	if err != nil || resp.GetVersion() != 2 {
+		t.Fatalf("cold reviews@2 on the follower: %v, %v; want served by version 2", resp, err)
+	}
+	if got := e.loadsOf(2); got != 1 {
+		t.Errorf("reviews@2 loaded %d times, want 1", got)
+	}
+	lp, err := g2.client.ListPlacement(context.Background(), &tfgatev1.ListPlacementRequest{Model: "reviews"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lp.GetThisGatewayLeads() || lp.GetLeader() != "gw1" {
+		t.Errorf("follower's ListPlacement: leads %v, leader %q; want false, gw1", lp.GetThisGatewayLeads(), lp.GetLeader())
+	}
+	if g2.guard.bad.Load() != 0 || e.guard.bad.Load() != 0 {
+		t.Error("a backend call went to a host without the version")
 	}
 }

@@ -63,6 +63,11 @@ type placer struct {
 	state   atomic.Pointer[placementState]
 	changed signal // the state or the report changed
 	cfg     func() *route.Config
+	// assigned, when set, is told of every version the placement assigns
+	// (Backends.Want): readiness then looks for it on every poll round until a
+	// host reports it AVAILABLE, so a placed version becomes routable within a
+	// round of its load finishing, not at the budgeted resync.
+	assigned func(model string, v int64)
 }
 
 // newPlacer builds the controller from the first routing config; cfg returns the
@@ -166,6 +171,11 @@ func (p *placer) watchState(ctx context.Context) error {
 			}
 			p.state.Store(&placementState{where: where, report: old.report})
 			p.changed.notify()
+			if p.assigned != nil {
+				for k := range where {
+					p.assigned(k.Model, k.Version)
+				}
+			}
 		}
 	}
 }
@@ -287,6 +297,7 @@ func startPlacement(pc PlacementConfig, first *route.Config, srv *Server, worker
 		return fmt.Errorf("gateway: placement metrics: %w", err)
 	}
 	pl.demand.metrics = cm
+	pl.assigned = srv.opts.Backends.Want
 	srv.cold = newColdStart(srv, pl, pl.changed.wait, pl.demand)
 	srv.cold.metrics = cm
 	srv.placer = pl
