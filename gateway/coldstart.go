@@ -108,12 +108,18 @@ type coldStart struct {
 	// served after waiting, and that timed out waiting.
 	started, served, timedOut atomic.Uint64
 	metrics                   *coldMetrics // nil: none
+
+	// stopping is closed when the gateway starts shutting down: held requests
+	// are answered UNAVAILABLE at once (retry on another instance) instead of
+	// holding the graceful stop for up to max_wait.
+	stopping chan struct{}
+	stopOnce sync.Once
 }
 
 type coldCount struct{ requests int }
 
 func newColdStart(s *Server, view placementView, viewCh func() <-chan struct{}, d *demand) *coldStart {
-	return &coldStart{s: s, view: view, viewCh: viewCh, demand: d, now: time.Now,
+	return &coldStart{s: s, view: view, viewCh: viewCh, demand: d, now: time.Now, stopping: make(chan struct{}),
 		waiting: map[string]int{}, waitKey: map[vkey]int{}, first: map[vkey]time.Time{}, loads: map[vkey]*coldCount{}}
 }
 
@@ -257,6 +263,9 @@ func (c *coldStart) wait(ctx context.Context, m *route.ModelRoutes, v int64, typ
 		case <-ctx.Done():
 			c.metrics.done(ctx, coldCanceled, c.now().Sub(start).Seconds())
 			return ctx.Err()
+		case <-c.stopping:
+			c.metrics.done(ctx, coldCanceled, c.now().Sub(start).Seconds())
+			return fmt.Errorf("model %q version %d: %w while the request waited for the version to load; retry on another gateway instance", m.Name, v, ErrShuttingDown)
 		}
 	}
 }
@@ -306,3 +315,7 @@ func (c *coldStart) waitingNow() map[vkey]int {
 	}
 	return out
 }
+
+// stop answers every held request (and every later one that would be held)
+// UNAVAILABLE: the gateway is shutting down.
+func (c *coldStart) stop() { c.stopOnce.Do(func() { close(c.stopping) }) }

@@ -155,6 +155,7 @@ type coldGW struct {
 	client tfgatev1.GatewayServiceClient
 	srv    *Server
 	guard  *availableGuard
+	stop   func() // shuts the gateway down (also at cleanup)
 }
 
 // startGateway starts a gateway with placement on (ID id) over the env.
@@ -193,13 +194,17 @@ func (e *coldEnv) startGateway(id string) *coldGW {
 		t.Fatal(err)
 	}
 	g.client = tfgatev1.NewGatewayServiceClient(conn)
-	t.Cleanup(func() {
-		conn.Close()
-		gcancel()
-		if err := <-done; err != nil {
-			t.Errorf("gateway.Run after shutdown: %v", err)
-		}
-	})
+	var once sync.Once
+	g.stop = func() {
+		once.Do(func() {
+			gcancel()
+			if err := <-done; err != nil {
+				t.Errorf("gateway.Run after shutdown: %v", err)
+			}
+			conn.Close()
+		})
+	}
+	t.Cleanup(g.stop)
 	return g
 }
 
@@ -455,5 +460,19 @@ func TestColdStartFollower(t *testing.T) {
 	}
 	if g2.guard.bad.Load() != 0 || e.guard.bad.Load() != 0 {
 		t.Error("a backend call went to a host without the version")
+	}
+
+	// Shutdown answers a held request at once instead of holding the graceful stop.
+	held := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_, err := g2.client.Predict(ctx, &tfgatev1.PredictRequest{Model: "reviews", Target: &tfgatev1.PredictRequest_Version{Version: 5}, Instances: text("held at shutdown")})
+		held <- err
+	}()
+	testwait.Until(t, "the request for cold reviews@5 to be held", func() bool { return len(g2.srv.cold.waitingNow()) == 1 })
+	g2.stop()
+	if err := <-held; status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), "shutting down") {
+		t.Errorf("request held at shutdown: %v, want UNAVAILABLE saying the gateway is shutting down", err)
 	}
 }

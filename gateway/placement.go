@@ -286,8 +286,9 @@ func (s *signal) notify() {
 }
 
 // startPlacement starts placement for srv (before it serves) in workers, until
-// bg is done.
-func startPlacement(pc PlacementConfig, first *route.Config, srv *Server, workers *errgroup.Group, bg context.Context, log *slog.Logger, mp metric.MeterProvider) error {
+// bg is done. When ctx (Run's) is done, shutdown has begun: requests held for
+// loads are answered UNAVAILABLE so that the graceful stop does not wait for them.
+func startPlacement(ctx context.Context, pc PlacementConfig, first *route.Config, srv *Server, workers *errgroup.Group, bg context.Context, log *slog.Logger, mp metric.MeterProvider) error {
 	pl, err := newPlacer(pc, first, func() *route.Config { return srv.builder.current().routes.Config }, log, mp)
 	if err != nil {
 		return err
@@ -302,6 +303,14 @@ func startPlacement(pc PlacementConfig, first *route.Config, srv *Server, worker
 	srv.cold.metrics = cm
 	srv.placer = pl
 	workers.Go(func() error { return pl.run(bg) })
+	workers.Go(func() error {
+		select {
+		case <-ctx.Done():
+		case <-bg.Done():
+		}
+		srv.cold.stop()
+		return nil
+	})
 	log.Info("gateway: placement on", "id", pl.id, "prefix", pc.Store.Prefix)
 	return nil
 }
