@@ -45,9 +45,28 @@
 // sigcheck.go): it reloads and validates the routing config, follows the spec
 // store and the backends' readiness, runs the signature checks, asks readiness
 // for the versions it would route, publishes each result as a new snapshot and
-// tells the batchers which versions are still served. Placement plugs in there,
-// as one more input to the build. codec.go carries a request's decode error to
-// Predict; errors.go maps every error to its gRPC code.
+// tells the batchers which versions are still served. codec.go carries a
+// request's decode error to Predict; errors.go maps every error to its gRPC code.
+//
+// # Placement (--placement)
+//
+// With [RunConfig.Placement] set, every gateway also runs a
+// placement.Controller (placement.go; one gateway leads, by the Consul lock;
+// its hosts are the backends' Consul pools, its requirements the routing
+// config's default, labels, arms and placement.pins, read from the config now
+// serving), writes its demand to KV (demand.go: every placement.demand_interval,
+// default 5s, and at once, coalesced, for a cold request; at least 250ms apart,
+// so at most 4 writes/s per gateway whatever the number of models), and follows
+// the placement and the leader's report (ListPlacement, listplacement.go). A
+// request for a version that exists (its version directory is in the spec
+// store) but that no host reports AVAILABLE is held (coldstart.go: one hook
+// after route resolution) until a host does, woken by each snapshot the builder
+// publishes; bounded by placement.cold_start (max_wait, max_queue per model, the
+// caller's deadline minus deadline_margin): UNAVAILABLE with
+// grpc-retry-pushback-ms when not in time, RESOURCE_EXHAUSTED when the queue is
+// full, FAILED_PRECONDITION when placement says no host can hold it. Placed is
+// not served (architecture invariant 7): a held request goes on only once a
+// host reports the version AVAILABLE, and then only to such a host.
 //
 // # Experiments
 //
