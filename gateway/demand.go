@@ -44,9 +44,9 @@ type demandEntry struct {
 
 // demand aggregates per-version request counts and last-use times.
 type demand struct {
-	m      sync.Map // vkey -> *demandEntry
-	urgent chan struct{}
-	now    func() time.Time
+	m       sync.Map // vkey -> *demandEntry
+	urgent  chan struct{}
+	now     func() time.Time
 	writes  atomic.Int64 // reports written, for tests and the status page
 	metrics *coldMetrics // nil: none
 }

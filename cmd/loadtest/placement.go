@@ -100,4 +100,3 @@ func or(s, def string) string {
 	}
 	return s
 }
-
