@@ -267,6 +267,16 @@ func (b *Batcher) observe(avg *time.Duration, d time.Duration) {
 	*avg += time.Duration(ewmaWeight * float64(d-*avg))
 }
 
+// writeKeyPart appends "len:s\x00" to a compatibility key (what
+// fmt.Fprintf(key, "%d:%s\x00") wrote, without fmt's reflection: it ran for
+// every input of every request, 3% of the gateway's CPU with batching).
+func writeKeyPart(key *strings.Builder, s string) {
+	key.WriteString(strconv.Itoa(len(s)))
+	key.WriteByte(':')
+	key.WriteString(s)
+	key.WriteByte(0)
+}
+
 // prepare validates req and computes what it may be batched with. It returns
 // batchable=false for requests that are valid but must go alone.
 func (b *Batcher) prepare(ctx context.Context, req *servingpb.PredictRequest) (*task, bool, error) {
@@ -307,11 +317,15 @@ func (b *Batcher) prepare(ctx context.Context, req *servingpb.PredictRequest) (*
 			return nil, false, fmt.Errorf("%w: %s: input %q has %d rows but input %q has %d; all inputs must have the same size in dimension 0",
 				ErrInvalidRequest, b.key, name, dims[0], firstName, t.rows)
 		}
-		fmt.Fprintf(&key, "%d:%s\x00%d\x00", len(name), name, tp.GetDtype()) // length-prefixed: no collisions
+		writeKeyPart(&key, name) // length-prefixed: no collisions
+		key.WriteString(strconv.Itoa(int(tp.GetDtype())))
+		key.WriteByte(0)
 		if b.cfg.PadVariableLengthInputs && !slices.Contains(dims[1:], 0) {
 			// Ragged: only the rank must match. (A tensor with an empty inner
 			// dimension has no element to pad with; it batches only with its shape.)
-			fmt.Fprintf(&key, "r%d\x00", len(dims))
+			key.WriteByte('r')
+			key.WriteString(strconv.Itoa(len(dims)))
+			key.WriteByte(0)
 		} else {
 			for _, d := range dims[1:] {
 				key.WriteString(strconv.FormatInt(d, 10))
@@ -329,7 +343,7 @@ func (b *Batcher) prepare(ctx context.Context, req *servingpb.PredictRequest) (*
 	}
 	key.WriteString("filter\x00")
 	for _, f := range req.GetOutputFilter() {
-		fmt.Fprintf(&key, "%d:%s\x00", len(f), f)
+		writeKeyPart(&key, f)
 	}
 	t.key = key.String()
 	var inBytes int64
