@@ -99,10 +99,9 @@ type coldStart struct {
 	now    func() time.Time
 
 	mu      sync.Mutex
-	waiting map[string]int      // model -> requests waiting
-	waitKey map[vkey]int        // version -> requests waiting
-	first   map[vkey]time.Time  // version -> when the first waiting request arrived
-	loads   map[vkey]*coldCount // for tests and metrics
+	waiting map[string]int     // model -> requests waiting
+	waitKey map[vkey]int       // version -> requests waiting
+	first   map[vkey]time.Time // version -> when the first request now waiting arrived
 
 	// started, served and timedOut count requests that waited, that were
 	// served after waiting, and that timed out waiting.
@@ -116,11 +115,9 @@ type coldStart struct {
 	stopOnce sync.Once
 }
 
-type coldCount struct{ requests int }
-
 func newColdStart(s *Server, view placementView, viewCh func() <-chan struct{}, d *demand) *coldStart {
 	return &coldStart{s: s, view: view, viewCh: viewCh, demand: d, now: time.Now, stopping: make(chan struct{}),
-		waiting: map[string]int{}, waitKey: map[vkey]int{}, first: map[vkey]time.Time{}, loads: map[vkey]*coldCount{}}
+		waiting: map[string]int{}, waitKey: map[vkey]int{}, first: map[vkey]time.Time{}}
 }
 
 // admit is the request path's hook after route resolution: it records the
@@ -214,10 +211,6 @@ func (c *coldStart) wait(ctx context.Context, m *route.ModelRoutes, v int64, typ
 	if _, ok := c.first[k]; !ok {
 		c.first[k] = start
 	}
-	if c.loads[k] == nil {
-		c.loads[k] = &coldCount{}
-	}
-	c.loads[k].requests++
 	first := c.first[k]
 	c.mu.Unlock()
 	defer func() {
@@ -227,6 +220,7 @@ func (c *coldStart) wait(ctx context.Context, m *route.ModelRoutes, v int64, typ
 		}
 		if c.waitKey[k]--; c.waitKey[k] == 0 {
 			delete(c.waitKey, k)
+			delete(c.first, k) // the maps hold only versions waited for now
 		}
 		c.mu.Unlock()
 	}()
@@ -245,7 +239,6 @@ func (c *coldStart) wait(ctx context.Context, m *route.ModelRoutes, v int64, typ
 		if c.ready(c.s.builder.current(), m, v, typed) {
 			c.metrics.done(ctx, coldServed, c.now().Sub(start).Seconds())
 			c.served.Add(1)
-			c.forget(k)
 			return nil
 		}
 		if why, ok := c.view.unplaceable(pk); ok {
@@ -270,13 +263,6 @@ func (c *coldStart) wait(ctx context.Context, m *route.ModelRoutes, v int64, typ
 	}
 }
 
-// forget drops a version that became ready from the first-request table.
-func (c *coldStart) forget(k vkey) {
-	c.mu.Lock()
-	delete(c.first, k)
-	c.mu.Unlock()
-}
-
 func (c *coldStart) timeout(ctx context.Context, model string, v int64, pk placement.Key, first, start time.Time, pushback time.Duration) error {
 	c.timedOut.Add(1)
 	now := c.now()
@@ -293,16 +279,6 @@ func (c *coldStart) timeout(ctx context.Context, model string, v int64, pk place
 	// The trailer tells well-behaved clients (gRPC retry policy) when to retry.
 	_ = grpc.SetTrailer(ctx, metadata.Pairs("grpc-retry-pushback-ms", strconv.FormatInt(pushback.Milliseconds(), 10)))
 	return e
-}
-
-// requests is how many requests waited for model@v (tests).
-func (c *coldStart) requests(model string, v int64) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if n := c.loads[vkey{model, v}]; n != nil {
-		return n.requests
-	}
-	return 0
 }
 
 // waitingNow is the number of requests held now, per version.

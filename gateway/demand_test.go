@@ -79,3 +79,20 @@ func TestDemandKick(t *testing.T) {
 		t.Errorf("kicked report %+v, want cold@7", got[0])
 	}
 }
+
+// BenchmarkDemandRecord is the request path's cost of demand recording (one
+// call per resolved Predict with --placement), over 50,000 versions.
+func BenchmarkDemandRecord(b *testing.B) {
+	d := newDemand(nil)
+	for i := range 50000 {
+		d.record("customer-model", int64(i+1))
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int64(0)
+		for pb.Next() {
+			i++
+			d.record("customer-model", i%50000+1)
+		}
+	})
+}
