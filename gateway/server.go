@@ -333,7 +333,9 @@ func (s *Server) invokeBackend(ctx context.Context, pools []string, req *serving
 			attribute.StringSlice("tfgate.pools", pools), attribute.Int64("tfgate.batch.rows", batchRows(req)))
 	}
 	resp, host, err := s.opts.Backends.Predict(ctx, pools, req)
-	span.SetAttributes(attribute.String("tfgate.host", host))
+	if span.IsRecording() { // the variadic attributes would escape even into a no-op span
+		span.SetAttributes(attribute.String("tfgate.host", host))
+	}
 	if err != nil {
 		// The host stays here and in the span; the caller's message leaves it out.
 		s.log.DebugContext(ctx, "gateway: backend call failed", "host", host, "err", err)

@@ -560,8 +560,10 @@ func (b *Batcher) run(bt *batch) {
 	for _, t := range bt.tasks {
 		b.m.queueWait.Record(context.Background(), start.Sub(t.enqueued).Seconds(), b.m.with())
 		if sc := trace.SpanContextFromContext(t.ctx); sc.IsSampled() {
-			_, sp := b.tracer.Start(t.ctx, "tfgate.batch_wait", trace.WithTimestamp(t.enqueued), trace.WithAttributes(
-				attribute.Int("tfgate.batch.members", len(bt.tasks)), attribute.Int64("tfgate.batch.rows", bt.rows)))
+			_, sp := b.tracer.Start(t.ctx, "tfgate.batch_wait", trace.WithTimestamp(t.enqueued))
+			if sp.IsRecording() { // no attribute set to build for a span no one records
+				sp.SetAttributes(attribute.Int("tfgate.batch.members", len(bt.tasks)), attribute.Int64("tfgate.batch.rows", bt.rows))
+			}
 			sp.End(trace.WithTimestamp(start))
 		}
 	}
