@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"reflect"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -54,15 +55,16 @@ type placedCopy struct {
 // placer is the gateway's part of placement: the controller, the demand
 // reports, and the watches the cold-start path reads.
 type placer struct {
-	id      string
-	client  *api.Client
-	ctl     *placement.Controller
-	store   *placement.Store
-	demand  *demand
-	log     *slog.Logger
-	state   atomic.Pointer[placementState]
-	changed signal // the state or the report changed
-	cfg     func() *route.Config
+	id         string
+	client     *api.Client
+	ctl        *placement.Controller
+	store      *placement.Store
+	demand     *demand
+	log        *slog.Logger
+	state      atomic.Pointer[placementState]
+	changed    signal // the state or the report changed
+	cfg        func() *route.Config
+	warnedHash atomic.Uint64 // config hash last warned about (warnPolicyChange)
 	// assigned, when set, is told of every version the placement assigns
 	// (Backends.Want): readiness then looks for it on every poll round until a
 	// host reports it AVAILABLE, so a placed version becomes routable within a
@@ -99,12 +101,17 @@ func newPlacer(pc PlacementConfig, first *route.Config, cfg func() *route.Config
 	}
 	pl := &placer{id: pc.ID, client: client, demand: newDemand(nil), log: log, cfg: cfg}
 	pl.state.Store(&placementState{})
+	policy := first.Placement.Policy()
 	ctl, err := placement.NewController(client, placement.ControllerConfig{
-		ID:            pc.ID,
-		Policy:        first.Placement.Policy(),
-		Store:         pc.Store,
-		Hosts:         placement.ConsulHosts(client, services),
-		Routing:       func() ([]placement.Requirement, map[string]string) { return cfg().Requirements() },
+		ID:     pc.ID,
+		Policy: policy,
+		Store:  pc.Store,
+		Hosts:  placement.ConsulHosts(client, services),
+		Routing: func() ([]placement.Requirement, map[string]string) {
+			c := cfg()
+			pl.warnPolicyChange(c, policy)
+			return c.Requirements()
+		},
 		Interval:      pc.Interval,
 		SessionTTL:    pc.SessionTTL,
 		RequireStatus: pc.RequireStatus,
@@ -313,4 +320,15 @@ func startPlacement(ctx context.Context, pc PlacementConfig, first *route.Config
 	})
 	log.Info("gateway: placement on", "id", pl.id, "prefix", pc.Store.Prefix)
 	return nil
+}
+
+// warnPolicyChange logs, once per config, that a reload changed the placement
+// policy: the controller decides with the policy it started with (pins and
+// routing requirements follow reloads; the policy needs a restart).
+func (p *placer) warnPolicyChange(c *route.Config, started placement.Config) {
+	if p.warnedHash.Load() == c.Hash || reflect.DeepEqual(c.Placement.Policy(), started) {
+		return
+	}
+	p.warnedHash.Store(c.Hash)
+	p.log.Warn("gateway: the routing config's placement policy changed; restart the gateway to apply it (pins and routed versions are applied now)", "file", c.File)
 }
