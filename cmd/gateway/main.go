@@ -100,8 +100,8 @@ func parseFlags(args []string, out io.Writer) (gateway.RunConfig, telemetry.LogC
 	consulRegAddr := fs.String("consul-register-addr", "", "host:port to register (default: the listen address; a wildcard host registers the agent's node address)")
 	consulService := fs.String("consul-service", "tfgate-gateway", "Consul service name for --consul-register")
 	exposureFlags(fs, &cfg)
-	var lt, bt tlsconfig.Config
 	placementOn := placementFlags(fs)
+	var lt, bt tlsconfig.Config
 	fs.StringVar(&lt.CertFile, "tls-cert", "", "PEM certificate chain of the gRPC listener")
 	fs.StringVar(&lt.KeyFile, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&lt.CAFile, "tls-client-ca", "", "PEM CA bundle client certificates must chain to (turns on mTLS)")
