@@ -18,7 +18,7 @@
 // request split far more than chance allows; a chi-square over requests would
 // fire on a fair experiment. Each distinct key, and each keyless request, is
 // one independent trial. Exact distinct keys would need memory proportional to
-// the keys seen, and HyperLogLog's ~1% error is far above what the test can
+// the keys seen, and HyperLogLog's percent-level error is far above what the test can
 // tolerate at large n, so the window keeps, per slot, the keys whose hash
 // (xxhash, independent of the assignment hash) falls below a threshold that
 // halves whenever the slot holds more than Options.SampleKeys keys (distinct

@@ -30,6 +30,20 @@ const (
 	maxArms = 64
 )
 
+// hllPrecision is the distinct-key sketches' precision: 2^12 registers, 4 KiB
+// per arm, ~1.6% standard error. Dense, because the sparse representation
+// costs ~0.9 us per insert while an arm has few keys that repeat (measured:
+// a per-customer experiment); dense inserts are O(1) (~6 ns).
+const hllPrecision = 12
+
+func newSketch() *hyperloglog.Sketch {
+	sk, err := hyperloglog.NewSketch(hllPrecision, false)
+	if err != nil {
+		panic(err) // hllPrecision is a valid constant
+	}
+	return sk
+}
+
 // Threshold is the SRM p-value below which a split is a mismatch (the load-test
 // reports' threshold).
 const Threshold = stats.SRMThreshold
@@ -157,7 +171,7 @@ func (m *Monitor) Expose(r exposure.Record) {
 		e.armIdx[r.Arm] = a
 		e.arms = append(e.arms, r.Arm)
 		e.requests = append(e.requests, 0)
-		e.keys = append(e.keys, hyperloglog.NewNoSparse()) // dense: 16 KiB, O(1) inserts
+		e.keys = append(e.keys, newSketch())
 	}
 	e.requests[a]++
 	if r.Key != "" {
@@ -365,7 +379,7 @@ func (m *Monitor) register(mp metric.MeterProvider) (metric.Registration, error)
 	if err != nil {
 		return nil, err
 	}
-	keys, err := mt.Int64ObservableGauge("tfgate.experiment.keys", metric.WithDescription("Distinct routing keys assigned to each arm since the gateway started (HyperLogLog estimate, ~1% error)."))
+	keys, err := mt.Int64ObservableGauge("tfgate.experiment.keys", metric.WithDescription("Distinct routing keys assigned to each arm since the gateway started (HyperLogLog estimate, ~1.6% error)."))
 	if err != nil {
 		return nil, err
 	}
