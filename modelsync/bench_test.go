@@ -17,12 +17,13 @@ import (
 
 	"github.com/tfgate/tfgate/modelsync/event"
 	"github.com/tfgate/tfgate/modelsync/journal"
+	"github.com/tfgate/tfgate/modelsync/publish"
 )
 
 // smallArchive is one small model version as .tar.gz.
 func smallArchive(b testing.TB) []byte {
 	var buf bytes.Buffer
-	if err := WriteTarGz(&buf, modelDir(b, "m", 1, 100)); err != nil {
+	if err := publish.WriteTarGz(&buf, modelDir(b, "m", 1, 100)); err != nil {
 		b.Fatal(err)
 	}
 	return buf.Bytes()

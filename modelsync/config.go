@@ -343,3 +343,20 @@ func parsePins(lines []string) (map[pin]bool, error) {
 	}
 	return out, errors.Join(errs...)
 }
+
+// Set parses a Go duration ("20s"), for flags.
+func (d *Duration) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d *Duration) String() string {
+	if d == nil {
+		return "0s"
+	}
+	return time.Duration(*d).String()
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/tfgate/tfgate/internal/testenv"
 	"github.com/tfgate/tfgate/modelsync/event"
 	"github.com/tfgate/tfgate/modelsync/journal"
+	"github.com/tfgate/tfgate/modelsync/publish"
 )
 
 // env is one test's S3 bucket, SQS queue (with a DLQ) and base path.
@@ -166,9 +167,9 @@ func modelDir(t testing.TB, model string, v int64, weights int) string {
 // publish uploads a version and notifies the queue: with sns, as production does (the
 // S3 event published to an SNS topic the queue is subscribed to), else straight to
 // the queue (raw S3 -> SQS delivery).
-func (e *env) publish(model string, v int64, dir string, sns bool) Published {
+func (e *env) publish(model string, v int64, dir string, sns bool) publish.Published {
 	e.t.Helper()
-	opt := PublishOptions{Bucket: e.bucket, Prefix: "models", Model: model, Version: v, Dir: dir, QueueURL: e.queue.URL}
+	opt := publish.PublishOptions{Bucket: e.bucket, Prefix: "models", Model: model, Version: v, Dir: dir, QueueURL: e.queue.URL}
 	if sns {
 		if e.topic == "" {
 			e.topic = e.sqs.CreateTopic(e.t, e.queue.Name+"-events")
@@ -176,7 +177,7 @@ func (e *env) publish(model string, v int64, dir string, sns bool) Published {
 		}
 		opt.QueueURL, opt.Topic = "", e.topic
 	}
-	p, err := PublishWith(context.Background(), PublishClients{S3: e.s3.Client, SQS: e.sqs.Client, SNS: e.sqs.SNS}, opt)
+	p, err := publish.PublishWith(context.Background(), publish.PublishClients{S3: e.s3.Client, SQS: e.sqs.Client, SNS: e.sqs.SNS}, opt)
 	if err != nil {
 		e.t.Fatalf("Publish(%s/%d): %v", model, v, err)
 	}

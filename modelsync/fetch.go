@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+	"github.com/tfgate/tfgate/modelsync/publish"
 )
 
 // S3API is the part of the S3 client the sidecar uses (same signatures as *s3.Client).
@@ -42,10 +43,6 @@ var (
 	// ErrFetchFailed: reading the object kept failing after every retry and resume.
 	ErrFetchFailed = errors.New("S3 read failed")
 )
-
-// MetaSHA256 is the user-metadata key (x-amz-meta-sha256) holding the archive's SHA-256
-// in hex, set by `modelsync publish`.
-const MetaSHA256 = "sha256"
 
 // objectInfo is what the sidecar knows of an object before reading it.
 type objectInfo struct {
@@ -140,7 +137,7 @@ func (r *objectReader) open() error {
 			if first {
 				r.info.ETag = strings.Trim(aws.ToString(out.ETag), `"`)
 				r.info.Size = aws.ToInt64(out.ContentLength)
-				r.info.SHA256 = strings.ToLower(out.Metadata[MetaSHA256])
+				r.info.SHA256 = strings.ToLower(out.Metadata[publish.MetaSHA256])
 				if r.info.SHA256 != "" || !isMD5ETag(r.info.ETag) {
 					r.md5 = nil // nothing to check it against
 				}
@@ -284,6 +281,6 @@ func head(ctx context.Context, api S3API, bucket, key string) (objectInfo, error
 	return objectInfo{
 		Size:   aws.ToInt64(out.ContentLength),
 		ETag:   strings.Trim(aws.ToString(out.ETag), `"`),
-		SHA256: strings.ToLower(out.Metadata[MetaSHA256]),
+		SHA256: strings.ToLower(out.Metadata[publish.MetaSHA256]),
 	}, nil
 }

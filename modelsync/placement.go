@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -110,19 +109,6 @@ func (p PlacementConfig) validate(c Config) []error {
 		add("failure_backoff %v must be positive", time.Duration(p.FailureBackoff))
 	}
 	return errs
-}
-
-// BindPlacementFlags registers placement mode's flags, writing into c.Placement.
-func (c *Config) BindPlacementFlags(fs *flag.FlagSet) {
-	p := &c.Placement
-	fs.BoolVar(&p.Enabled, "placement", p.Enabled, "placement mode: sync exactly this host's assignment from Consul KV (CONSUL_HTTP_ADDR)")
-	fs.StringVar(&p.Pool, "placement-pool", p.Pool, "the host's pool in the assignment")
-	fs.StringVar(&p.Host, "placement-host", p.Host, "the host's ID in the assignment (its Consul service ID); required with -placement")
-	fs.StringVar(&p.KVPrefix, "placement-kv-prefix", p.KVPrefix, "placement root in Consul KV")
-	fs.Int64Var(&p.CacheBytes, "placement-cache-bytes", p.CacheBytes, "disk bytes of unassigned versions kept for a quick reload")
-	fs.Var(&p.PollInterval, "placement-poll-interval", "how often TF Serving is polled while versions load or unload")
-	fs.Var(&p.StatusInterval, "placement-status-interval", "full resync and status heartbeat interval")
-	fs.Var(&p.FailureBackoff, "placement-failure-backoff", "how long a failed load is reported, keeping the version off this host")
 }
 
 // ModelService is the part of TF Serving's ModelService placement mode uses

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tfgate/tfgate/internal/testenv"
 	"github.com/tfgate/tfgate/modelsync/journal"
+	"github.com/tfgate/tfgate/modelsync/publish"
 )
 
 // TestSNSFanOut is the production topology: S3's notification goes to one SNS topic,
@@ -24,7 +25,7 @@ func TestSNSFanOut(t *testing.T) {
 	sa, sb := a.start(a.config(), Deps{}), b.start(b.config(), Deps{})
 
 	dir := modelDir(t, "ctr", 3, 1000)
-	if _, err := PublishWith(context.Background(), PublishClients{S3: a.s3.Client, SNS: a.sqs.SNS}, PublishOptions{
+	if _, err := publish.PublishWith(context.Background(), publish.PublishClients{S3: a.s3.Client, SNS: a.sqs.SNS}, publish.PublishOptions{
 		Bucket: a.bucket, Prefix: "models", Model: "ctr", Version: 3, Dir: dir, Topic: topic,
 	}); err != nil {
 		t.Fatalf("PublishWith(topic %s): %v", topic, err)
@@ -42,7 +43,7 @@ func TestSNSFanOut(t *testing.T) {
 
 func TestPublishWithValidation(t *testing.T) {
 	dir := t.TempDir()
-	_, err := PublishWith(context.Background(), PublishClients{}, PublishOptions{Bucket: "b", Model: "m", Version: 1, Dir: dir, Topic: "arn:aws:sns:us-east-1:1:t"})
+	_, err := publish.PublishWith(context.Background(), publish.PublishClients{}, publish.PublishOptions{Bucket: "b", Model: "m", Version: 1, Dir: dir, Topic: "arn:aws:sns:us-east-1:1:t"})
 	if err == nil {
 		t.Fatal("PublishWith with a topic and no SNS or S3 client: want an error")
 	}

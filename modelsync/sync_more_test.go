@@ -27,6 +27,7 @@ import (
 
 	"github.com/tfgate/tfgate/modelsync/event"
 	"github.com/tfgate/tfgate/modelsync/journal"
+	"github.com/tfgate/tfgate/modelsync/publish"
 	"github.com/tfgate/tfgate/modelsync/store"
 )
 
@@ -274,7 +275,7 @@ func TestCatchUp(t *testing.T) {
 		m string
 		v int64
 	}{{"a", 1}, {"a", 2}, {"b", 5}, {"b", 10}, {"b", 9}} {
-		if _, err := Publish(context.Background(), e.s3.Client, nil, PublishOptions{Bucket: e.bucket, Prefix: "models",
+		if _, err := publish.Publish(context.Background(), e.s3.Client, nil, publish.PublishOptions{Bucket: e.bucket, Prefix: "models",
 			Model: mv.m, Version: mv.v, Dir: modelDir(t, mv.m, mv.v, 10)}); err != nil {
 			t.Fatal(err)
 		}
@@ -314,7 +315,7 @@ func TestPerModelOrder(t *testing.T) {
 	e := newEnv(t)
 	var bodies [][]byte
 	for _, v := range []int64{3, 1, 2} {
-		p, err := Publish(context.Background(), e.s3.Client, nil, PublishOptions{Bucket: e.bucket, Prefix: "models",
+		p, err := publish.Publish(context.Background(), e.s3.Client, nil, publish.PublishOptions{Bucket: e.bucket, Prefix: "models",
 			Model: "ord", Version: v, Dir: modelDir(t, "ord", v, 10)})
 		if err != nil {
 			t.Fatal(err)

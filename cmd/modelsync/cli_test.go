@@ -13,8 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/tfgate/tfgate/internal/testenv"
-	"github.com/tfgate/tfgate/modelsync"
 	"github.com/tfgate/tfgate/modelsync/event"
+	"github.com/tfgate/tfgate/modelsync/publish"
 )
 
 // TestPublishCommand: `modelsync publish` uploads a directory with its SHA-256 in
@@ -44,7 +44,7 @@ func TestPublishCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(obj.Metadata[modelsync.MetaSHA256]) != 64 {
+	if len(obj.Metadata[publish.MetaSHA256]) != 64 {
 		t.Errorf("metadata %v: want a sha256", obj.Metadata)
 	}
 	msgs, err := sqsSrv.Client.ReceiveMessage(context.Background(), &sqs.ReceiveMessageInput{QueueUrl: aws.String(q.URL), WaitTimeSeconds: 2})

@@ -23,6 +23,7 @@ import (
 	"github.com/tfgate/tfgate/modelsync"
 	"github.com/tfgate/tfgate/modelsync/extract"
 	"github.com/tfgate/tfgate/modelsync/journal"
+	"github.com/tfgate/tfgate/modelsync/publish"
 )
 
 func main() {
@@ -38,7 +39,7 @@ func main() {
 	case "run":
 		err = run(ctx, args)
 	case "publish":
-		err = publish(ctx, args)
+		err = runPublish(ctx, args)
 	case "history":
 		err = history(args)
 	case "extract":
@@ -71,8 +72,8 @@ func run(ctx context.Context, args []string) error {
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	adminAddr := fs.String("admin-listen", "", "admin HTTP address serving /metrics, /healthz, /readyz (e.g. :9502); empty disables")
 	pprof := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin server")
-	cfg.BindFlags(fs)
-	cfg.BindPlacementFlags(fs)
+	bindFlags(fs, &cfg)
+	bindPlacementFlags(fs, &cfg)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -111,9 +112,9 @@ func run(ctx context.Context, args []string) error {
 	return errors.Join(err, <-adminDone)
 }
 
-func publish(ctx context.Context, args []string) error {
+func runPublish(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("publish", flag.ContinueOnError)
-	var o modelsync.PublishOptions
+	var o publish.PublishOptions
 	fs.StringVar(&o.Bucket, "bucket", "", "bucket to upload to (required)")
 	fs.StringVar(&o.Prefix, "prefix", "", "key prefix: the key is <prefix>/<model>/<version>.tar.gz")
 	fs.StringVar(&o.Model, "model", "", "model name (required)")
@@ -138,13 +139,13 @@ func publish(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	clients := modelsync.PublishClients{S3: s3c, SQS: sqsc}
+	clients := publish.PublishClients{S3: s3c, SQS: sqsc}
 	if o.Topic != "" {
 		if clients.SNS, err = modelsync.SNSClient(ctx, *region, *snsEndpoint); err != nil {
 			return err
 		}
 	}
-	p, err := modelsync.PublishWith(ctx, clients, o)
+	p, err := publish.PublishWith(ctx, clients, o)
 	if err != nil {
 		return err
 	}
@@ -180,8 +181,8 @@ func history(args []string) error {
 	}
 	now := time.Now()
 	var err1, err2 error
-	f.Since, err1 = modelsync.ParseTime(*since, now)
-	f.Until, err2 = modelsync.ParseTime(*until, now)
+	f.Since, err1 = parseTime(*since, now)
+	f.Until, err2 = parseTime(*until, now)
 	if err := errors.Join(err1, err2); err != nil {
 		return err
 	}
@@ -192,7 +193,7 @@ func history(args []string) error {
 	if bad > 0 {
 		fmt.Fprintf(os.Stderr, "modelsync: skipped %d unreadable journal lines\n", bad)
 	}
-	return modelsync.WriteHistory(os.Stdout, entries, *asJSON)
+	return writeHistory(os.Stdout, entries, *asJSON)
 }
 
 func extractCmd(ctx context.Context, args []string) error {

@@ -28,9 +28,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tfgate/tfgate/internal/testenv"
-	"github.com/tfgate/tfgate/modelsync"
 	"github.com/tfgate/tfgate/modelsync/event"
 	"github.com/tfgate/tfgate/modelsync/journal"
+	"github.com/tfgate/tfgate/modelsync/publish"
 )
 
 var binDir string
@@ -169,7 +169,7 @@ func TestCrashSafety(t *testing.T) {
 	for v := 1; v <= versions; v++ {
 		key := fmt.Sprintf("models/big/%d.tar.gz", v)
 		out, err := s3srv.Client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("models"), Key: aws.String(key),
-			Body: bytes.NewReader(archive), Metadata: map[string]string{modelsync.MetaSHA256: hex.EncodeToString(sum[:])}})
+			Body: bytes.NewReader(archive), Metadata: map[string]string{publish.MetaSHA256: hex.EncodeToString(sum[:])}})
 		if err != nil {
 			t.Fatal(err)
 		}

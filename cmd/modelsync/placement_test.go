@@ -19,7 +19,7 @@ import (
 	"github.com/tfgate/tfgate/internal/servingsim/model"
 	"github.com/tfgate/tfgate/internal/testenv"
 	"github.com/tfgate/tfgate/internal/testwait"
-	"github.com/tfgate/tfgate/modelsync"
+	"github.com/tfgate/tfgate/modelsync/publish"
 	"github.com/tfgate/tfgate/placement"
 	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
 )
@@ -39,7 +39,7 @@ func TestRunPlacement(t *testing.T) {
 		if err := modelgen.Export(dir, modelgen.Spec{Kind: model.KindLinear}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := modelsync.Publish(ctx, s3srv.Client, nil, modelsync.PublishOptions{Bucket: "models", Prefix: "models", Model: m, Version: 1, Dir: dir}); err != nil {
+		if _, err := publish.Publish(ctx, s3srv.Client, nil, publish.PublishOptions{Bucket: "models", Prefix: "models", Model: m, Version: 1, Dir: dir}); err != nil {
 			t.Fatal(err)
 		}
 	}

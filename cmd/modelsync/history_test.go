@@ -1,4 +1,4 @@
-package modelsync
+package main
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tfgate/tfgate/modelsync"
 	"github.com/tfgate/tfgate/modelsync/journal"
 )
 
@@ -23,9 +24,9 @@ func TestParseTime(t *testing.T) {
 		{in: "yesterday", wantErr: true},
 	}
 	for _, tc := range tests {
-		got, err := ParseTime(tc.in, now)
+		got, err := parseTime(tc.in, now)
 		if (err != nil) != tc.wantErr || !got.Equal(tc.want) {
-			t.Errorf("ParseTime(%q) = %v, %v; want %v (error %v)", tc.in, got, err, tc.want, tc.wantErr)
+			t.Errorf("parseTime(%q) = %v, %v; want %v (error %v)", tc.in, got, err, tc.want, tc.wantErr)
 		}
 	}
 }
@@ -36,7 +37,7 @@ func TestWriteHistory(t *testing.T) {
 		{Time: time.Unix(1, 0), Outcome: journal.Rejected, Reason: "malformed notification: body is not a JSON object"},
 	}
 	var table bytes.Buffer
-	if err := WriteHistory(&table, entries, false); err != nil {
+	if err := writeHistory(&table, entries, false); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(table.String()), "\n")
@@ -45,22 +46,22 @@ func TestWriteHistory(t *testing.T) {
 		t.Errorf("table:\n%s", table.String())
 	}
 	var js bytes.Buffer
-	WriteHistory(&js, entries, true)
+	writeHistory(&js, entries, true)
 	if n := strings.Count(js.String(), "\n"); n != 2 {
 		t.Errorf("JSON lines: %d, want 2:\n%s", n, js.String())
 	}
 }
 
 func TestBindFlags(t *testing.T) {
-	cfg := DefaultConfig()
+	cfg := modelsync.DefaultConfig()
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
-	cfg.BindFlags(fs)
+	bindFlags(fs, &cfg)
 	err := fs.Parse([]string{"-base-path", "/m", "-receive-wait", "3s", "-pinned", "a/1, b/2", "-include", "assets", "-retain", "4"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.BasePath != "/m" || cfg.ReceiveWait != Duration(3*time.Second) || len(cfg.Pinned) != 2 || cfg.Pinned[1] != "b/2" ||
-		cfg.Include[0] != "assets" || cfg.Retain != 4 || cfg.Concurrency != DefaultConfig().Concurrency {
+	if cfg.BasePath != "/m" || cfg.ReceiveWait != modelsync.Duration(3*time.Second) || len(cfg.Pinned) != 2 || cfg.Pinned[1] != "b/2" ||
+		cfg.Include[0] != "assets" || cfg.Retain != 4 || cfg.Concurrency != modelsync.DefaultConfig().Concurrency {
 		t.Errorf("flags gave %+v", cfg)
 	}
 }

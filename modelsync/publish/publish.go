@@ -1,4 +1,9 @@
-package modelsync
+// Package publish uploads a model version to S3 as modelsync expects it (a .tar.gz
+// of the version directory, with its SHA-256 in the object's metadata) and announces
+// it the way S3 would: an S3 event notification sent to an SQS queue (raw, or
+// SNS-wrapped) or published to an SNS topic. It is what `modelsync publish` runs, and
+// what tests and the demo use to put models where the sidecar finds them.
+package publish
 
 import (
 	"archive/tar"
@@ -79,6 +84,10 @@ type Published struct {
 	SHA256 string
 	ETag   string
 }
+
+// MetaSHA256 is the user-metadata key (x-amz-meta-sha256) holding the archive's
+// SHA-256, hex; the sidecar verifies downloads against it.
+const MetaSHA256 = "sha256"
 
 // ObjectKey is the default layout's key for a version.
 func ObjectKey(prefix, model string, version int64) string {
