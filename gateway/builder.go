@@ -210,6 +210,7 @@ func (b *builder) rebuildLocked() {
 		}
 	}
 	b.snap.Store(&snapshot{routes: routes, pipes: st.pipes, backendsReady: backendsReady, sigPending: pending, arms: b.arms.forConfig(cfg)})
+	b.pub.notify()
 	// Signature results are kept for the versions this build considered (every
 	// version in the spec store of a configured model, and every version the
 	// config names); the others are gone.
@@ -220,7 +221,6 @@ func (b *builder) rebuildLocked() {
 	// Batchers of versions that are gone (no longer in the config, in the spec store
 	// or on any host) are closed, after sending what they hold.
 	if b.retain == nil {
-	b.pub.notify()
 		return
 	}
 	if n := b.retain(func(model string, v int64) bool {
