@@ -6,9 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/tfgate/tfgate/internal/servingsim/model"
+	"github.com/tfgate/tfgate/internal/testwait"
 	tfgatev1 "github.com/tfgate/tfgate/proto/tfgate/v1"
 )
 
@@ -50,13 +50,10 @@ func batcherModels(s *Server) []string {
 	return out
 }
 
+// waitUntil is testwait.Until, named as these tests always called it.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting until %s", what)
-		}
-	}
+	testwait.Until(t, what, cond)
 }
 
 // The signature checker keeps a result (holding the compiled pipeline) only for
