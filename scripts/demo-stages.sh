@@ -209,7 +209,7 @@ stage_gateway() {
   # Traces go to the gateway's stdout (OTEL_TRACES_EXPORTER=console); set
   # OTEL_EXPORTER_OTLP_ENDPOINT instead to send them to a collector.
   start gateway env OTEL_TRACES_EXPORTER="${OTEL_TRACES_EXPORTER:-console}" OTEL_SERVICE_NAME=tfgate-gateway "$BIN/gateway" --config "$RUN/gateway/routing.yaml" --listen "$GW_ADDR" --model-root "$GW_SPECS" --insecure --backend-insecure \
-    --admin-listen "$GW_ADMIN" --log-format text
+    --admin-listen "$GW_ADMIN" --log-format text --exposure-log "$RUN/gateway/exposure.jsonl"
   GW_PID=$LAST_PID
   wait_for "gateway to listen" 30 port_open "$port"
   info "gateway on $GW_ADDR (config $(rel "$RUN")/gateway/routing.yaml, metrics http://$GW_ADMIN/metrics)"

@@ -47,6 +47,9 @@ T0=$SECONDS
 # stage_modelsync and stage_gateway are defined in scripts/demo-stages.sh.
 # shellcheck source=scripts/demo-stages.sh
 . "$ROOT/scripts/demo-stages.sh"
+# stage_experiment (mid-run weight shift, exposure-log splits, shadow agreement).
+# shellcheck source=scripts/demo-experiments.sh
+. "$ROOT/scripts/demo-experiments.sh"
 
 say "tfgate demo in $(rel "$RUN")"
 
@@ -196,6 +199,7 @@ info "latest:    $("$BIN/loadtest" predict --target tfserving --addr "127.0.0.1:
 
 if [ $HAVE_GATEWAY = 1 ] && [ $HAVE_CONSUL = 1 ]; then
   stage_gateway
+  [ "$DEMO_MODE" = up ] || stage_experiment
 else
   say "gateway unavailable: a short load test straight at the gpu host instead"
   "$BIN/loadtest" run --target tfserving --addr "127.0.0.1:${HOST_PORT[host-gpu]}" --workload "$WL_RAW" \
