@@ -20,15 +20,9 @@ import (
 // AWSClients builds the S3 and SQS clients a Config names, with the SDK's default
 // credential chain.
 func AWSClients(ctx context.Context, region, s3Endpoint string, pathStyle bool, sqsEndpoint string) (*s3.Client, *sqs.Client, error) {
-	if region == "" {
-		region = os.Getenv("AWS_REGION")
-	}
-	if region == "" {
-		region = "us-east-1"
-	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(region))
+	awsCfg, err := loadAWSConfig(ctx, region)
 	if err != nil {
-		return nil, nil, fmt.Errorf("AWS config: %w", err)
+		return nil, nil, err
 	}
 	s3c := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
 		if s3Endpoint != "" {
@@ -50,21 +44,31 @@ func AWSClients(ctx context.Context, region, s3Endpoint string, pathStyle bool, 
 // SNSClient builds an SNS client (for `modelsync publish -topic`), with the SDK's default
 // credential chain; endpoint overrides AWS's (fauxqs serves SNS on its SQS port).
 func SNSClient(ctx context.Context, region, endpoint string) (*sns.Client, error) {
-	if region == "" {
-		region = os.Getenv("AWS_REGION")
-	}
-	if region == "" {
-		region = "us-east-1"
-	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(region))
+	awsCfg, err := loadAWSConfig(ctx, region)
 	if err != nil {
-		return nil, fmt.Errorf("AWS config: %w", err)
+		return nil, err
 	}
 	return sns.NewFromConfig(awsCfg, func(o *sns.Options) {
 		if endpoint != "" {
 			o.BaseEndpoint = aws.String(endpoint)
 		}
 	}), nil
+}
+
+// loadAWSConfig is the SDK's default config (credential chain and all) in region, or
+// $AWS_REGION, or us-east-1.
+func loadAWSConfig(ctx context.Context, region string) (aws.Config, error) {
+	if region == "" {
+		region = os.Getenv("AWS_REGION")
+	}
+	if region == "" {
+		region = "us-east-1"
+	}
+	cfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(region))
+	if err != nil {
+		return aws.Config{}, fmt.Errorf("AWS config: %w", err)
+	}
+	return cfg, nil
 }
 
 // NewDeps wires the production dependencies for cfg. close releases them.
