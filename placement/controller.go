@@ -1,11 +1,13 @@
 package placement
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -94,7 +96,13 @@ type Controller struct {
 	failed  int // decisions that failed or were refused
 
 	reportSum uint64 // of the last report written (lead loop only)
-	metrics   *controllerMetrics
+	// left: hosts gone from the host list whose versions a decision written this
+	// term has re-placed elsewhere. Their last value stays in KV (nothing is
+	// unloaded for lack of an answer) but is no longer fed to Decide as previous
+	// copies, so it is not counted as removed again on every decision, nor as a
+	// copy (wantCopies' hysteresis). Lead loop only; reset at each new term.
+	left    map[string]bool
+	metrics *controllerMetrics
 }
 
 // NewController validates cfg and returns a controller; Run starts it.
@@ -283,6 +291,7 @@ func (c *Controller) lead(ctx context.Context, session string) error {
 	defer func() { <-watchDone }()
 
 	var st *Stored
+	c.left = map[string]bool{}
 	delay := c.cfg.RetryMin
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -379,8 +388,22 @@ func (c *Controller) decideOnce(ctx context.Context, session string, st *Stored)
 			}
 		}
 	}
+	present := make(map[string]bool, len(hosts))
+	for _, h := range hosts {
+		present[h.ID] = true
+	}
+	prev := st.Assignment
+	if len(c.left) > 0 {
+		prev = Assignment{Hosts: make(map[string]HostAssignment, len(st.Assignment.Hosts))}
+		for id, ha := range st.Assignment.Hosts {
+			if c.left[id] && !present[id] {
+				continue // re-placed by an earlier decision of this term
+			}
+			prev.Hosts[id] = ha
+		}
+	}
 	in := Input{Now: now, Config: c.cfg.Policy, Hosts: hosts, Catalog: catalog, Resident: resident,
-		Failures: failures, Demand: MergeDemand(reports.Demand, now.Add(-c.cfg.ReportTTL)), Previous: &st.Assignment}
+		Failures: failures, Demand: MergeDemand(reports.Demand, now.Add(-c.cfg.ReportTTL)), Previous: &prev}
 	if c.cfg.Routing != nil {
 		in.Required, in.ModelPools = c.cfg.Routing()
 	}
@@ -395,6 +418,13 @@ func (c *Controller) decideOnce(ctx context.Context, session string, st *Stored)
 	if err != nil {
 		return d, res, err
 	}
+	for id, ha := range st.Assignment.Hosts {
+		if _, ok := d.Assignment.Hosts[id]; ok || present[id] {
+			delete(c.left, id) // back (or still here): its value is an input again
+		} else if !c.left[id] && rePlaced(d, ha.Entries) {
+			c.left[id] = true
+		}
+	}
 	// The report is rewritten only when what it says changes.
 	rep := NewReport(d, c.cfg.ID, now)
 	sum, _ := json.Marshal(Report{Stats: rep.Stats, Problems: rep.Problems, Versions: rep.Versions, Truncated: rep.Truncated})
@@ -406,6 +436,21 @@ func (c *Controller) decideOnce(ctx context.Context, session string, st *Stored)
 		}
 	}
 	return d, res, nil
+}
+
+// rePlaced says whether every version of a departed host's entries that d
+// considered has a copy in d: only then may its value stop being an input (a
+// version still waiting for room stays considered, and reported, through it).
+func rePlaced(d *Decision, entries []Entry) bool {
+	for _, e := range entries {
+		i, found := slices.BinarySearchFunc(d.Versions, e.Key, func(v VersionState, k Key) int {
+			return cmp.Or(cmp.Compare(v.Model, k.Model), cmp.Compare(v.Version, k.Version))
+		})
+		if found && len(d.Versions[i].Hosts) == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (a *Assignment) count() int {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -462,5 +463,70 @@ func TestControllerRequireStatus(t *testing.T) {
 	waitFor(t, "first decision", func() bool { return c.writes() > 0 })
 	if got := hostsOf(c.Last(), v.Key); !reflect.DeepEqual(got, []string{"host-00"}) {
 		t.Errorf("%s on %v, want host-00 (host-01 has no status)", v.Key, got)
+	}
+}
+
+// TestControllerHostLeftCountedOnce: a host that leaves keeps its last value in
+// KV (nothing is unloaded for lack of an answer), but once a decision has
+// re-placed its versions, later decisions do not count its copies as removed
+// again, and change nothing.
+func TestControllerHostLeftCountedOnce(t *testing.T) {
+	consul := testenv.StartConsul(t)
+	cl := consul.Client(t)
+	ctx := t.Context()
+	catalog := mkCatalog(30, 10*mb)
+	store := NewStore(cl, StoreConfig{Prefix: "t"})
+	now := time.Now()
+	var dv []DemandVersion
+	for _, v := range catalog {
+		dv = append(dv, DemandVersion{Model: v.Model, Version: v.Version, Rate: 1, LastUsed: now})
+	}
+	if err := store.PutDemand(ctx, DemandReport{Gateway: "g", Updated: now, Versions: dv}); err != nil {
+		t.Fatal(err)
+	}
+	var hosts atomic.Pointer[[]Host]
+	three := mkHosts(3, 300*mb)
+	hosts.Store(&three)
+	c, err := NewController(cl, ControllerConfig{
+		ID: "a", Policy: Config{Default: PoolConfig{MemoryMultiplier: 1}},
+		Store:    StoreConfig{Prefix: "t", WaitTime: time.Second},
+		Hosts:    func(context.Context) ([]Host, error) { return slices.Clone(*hosts.Load()), nil },
+		Catalog:  func(context.Context) ([]Version, error) { return catalog, nil },
+		Interval: time.Hour, LockDelay: 10 * time.Millisecond, LockWait: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "first decision", func() bool { return c.writes() > 0 })
+	gone := len(c.Last().Assignment.Hosts["host-02"].Entries)
+	if gone == 0 {
+		t.Fatal("nothing on host-02")
+	}
+
+	two := three[:2]
+	hosts.Store(&two)
+	decide := func() *Decision {
+		t.Helper()
+		w := c.writes()
+		c.Trigger()
+		waitFor(t, "a decision", func() bool { return c.writes() > w })
+		return c.Last()
+	}
+	d := decide()
+	if d.Stats.Removed != gone || d.Stats.Added != gone || d.Stats.Pending != 0 {
+		t.Fatalf("decision after host-02 left: %+v, want %d removed and added", d.Stats, gone)
+	}
+	st, _ := store.ReadState(ctx)
+	if n := len(st.Assignment.Hosts["host-02"].Entries); n != gone {
+		t.Errorf("host-02's value has %d entries, want its last %d kept", n, gone)
+	}
+	for range 2 {
+		if d := decide(); d.Stats.Removed != 0 || d.Stats.Added != 0 || d.Stats.Kept != d.Stats.Copies || d.Stats.Copies != len(catalog) {
+			t.Errorf("decision after the move: %+v, want nothing removed or added, %d kept", d.Stats, len(catalog))
+		}
 	}
 }

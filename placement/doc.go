@@ -85,7 +85,9 @@
 // it did not read. New shard generations are written with CAS index 0 (must not
 // exist). Status and demand keys have one writer each and are plain puts; readers
 // ignore reports older than a TTL. Hosts that leave keep their last value:
-// nothing is unloaded for lack of an answer.
+// nothing is unloaded for lack of an answer. Once a decision has re-placed a
+// departed host's versions, the leader stops feeding that value to Decide as
+// previous copies (it is not counted as removed again on every decision).
 //
 // A reader lists <prefix>/placement/<pool>/<host>/ (one consistent read at one
 // index), takes the manifest, and accepts the assignment only if every shard it
