@@ -31,9 +31,9 @@ import (
 	tfgatev1 "github.com/tfgate/tfgate/proto/tfgate/v1"
 )
 
-// coldEnv is a gateway run with placement on, a real Consul agent and one
-// in-process servingsim host with finite memory and a simulated load speed,
-// registered in Consul with its capacity. The test plays the host's sidecar
+// coldEnv is a gateway run with placement on, a real Consul agent and
+// in-process servingsim hosts with finite memory and a simulated load speed,
+// registered in Consul with their capacity. The test plays each host's sidecar
 // (modelsync -placement is exercised by its own tests): it watches the host's
 // assignment in KV and applies exactly it with HandleReloadConfigRequest,
 // counting every load it asks for.
@@ -42,11 +42,45 @@ type coldEnv struct {
 	client tfgatev1.GatewayServiceClient
 	srv    *Server
 	guard  *availableGuard
-	loads  sync.Map // placement.Key -> *atomic.Int64: times the sidecar added the version
+	loads  sync.Map // coldLoad -> *atomic.Int64: times a host's sidecar added the version
+	hosts  []*coldHost
 	cancel context.CancelFunc
 
 	cfgPath, root string
 	cl            *api.Client
+	store         *placement.Store
+	models        []string // the models in the routing config and on disk, sorted
+}
+
+// coldHost is one servingsim host of the env, with its sidecar.
+type coldHost struct {
+	id, addr string
+	sim      *servingsim.Server
+	kill     func() // stops the server and its sidecar, as a dead machine (not deregistered)
+}
+
+// coldLoad is one load a sidecar started.
+type coldLoad struct {
+	host string
+	key  placement.Key
+}
+
+// coldEnvConfig shapes an env; the zero value (and startColdEnv) is one host
+// with 64 MiB and the reviews versions below.
+type coldEnvConfig struct {
+	coldStart string // placement.cold_start YAML
+	policy    string // placement.default YAML (the pool policy); "" for the defaults
+	hosts     int    // servingsim hosts sim1, sim2, ...; default 1
+	capacity  int64  // each host's tfgate_capacity_bytes; default 64 MiB
+	// memory is each servingsim's model memory limit; default capacity. A host
+	// with memory == capacity can refuse a load while an evicted model of another
+	// name is still unloading (TF Serving unloads a removed model in the
+	// background); give it that headroom where the test evicts.
+	memory int64
+	// models are extra models (beyond reviews): name -> resident bytes of their
+	// one version, 1. Listed in the routing config without a default: placed on
+	// demand only.
+	models map[string]int64
 }
 
 // Sizes: a load takes resident_bytes / loadBytesPerSecond.
@@ -55,6 +89,11 @@ const (
 	coldSmallBytes         = 64 << 10 // v1: ~60ms to load
 	coldBigBytes           = 2 << 20  // v2, v3: ~2s to load
 )
+
+// coldLoadTime is the simulated load time of a version of n resident bytes.
+func coldLoadTime(n int64) time.Duration {
+	return time.Duration(float64(n) / coldLoadBytesPerSecond * float64(time.Second))
+}
 
 // setResident declares a version's resident_bytes in its servingsim.json.
 func setResident(t *testing.T, dir string, bytes int64) {
@@ -79,51 +118,72 @@ func setResident(t *testing.T, dir string, bytes int64) {
 
 func startColdEnv(t *testing.T, coldStart string) *coldEnv {
 	t.Helper()
+	return startColdEnvWith(t, coldEnvConfig{coldStart: coldStart})
+}
+
+func startColdEnvWith(t *testing.T, ec coldEnvConfig) *coldEnv {
+	t.Helper()
+	if ec.hosts == 0 {
+		ec.hosts = 1
+	}
+	if ec.capacity == 0 {
+		ec.capacity = 64 << 20
+	}
+	if ec.memory == 0 {
+		ec.memory = ec.capacity
+	}
 	consul := testenv.StartConsul(t)
 	cl := consul.Client(t)
 	root := t.TempDir()
 	writeVersions(t, root, "reviews", model.KindTextClassifier, model.Cost{}, 1, 2, 3, 4, 5)
 	// v4 is declared (in the catalog) larger than the host: unplaceable. v5 loads for 4s.
-	sizes := map[int64]int64{1: coldSmallBytes, 2: coldBigBytes, 3: coldBigBytes, 4: coldSmallBytes, 5: 2 * coldBigBytes}
-	for v, n := range sizes {
-		setResident(t, filepath.Join(root, "reviews", fmt.Sprint(v)), n)
+	sizes := map[placement.Key]int64{}
+	for v, n := range map[int64]int64{1: coldSmallBytes, 2: coldBigBytes, 3: coldBigBytes, 4: coldSmallBytes, 5: 2 * coldBigBytes} {
+		sizes[placement.Key{Model: "reviews", Version: v}] = n
 	}
-	sc := servingsim.DefaultConfig()
-	sc.ModelConfigFile = filepath.Join(root, "models.config")
-	if err := os.WriteFile(sc.ModelConfigFile, []byte("model_config_list {}\n"), 0o644); err != nil {
-		t.Fatal(err)
+	models := []string{"reviews"}
+	for name, n := range ec.models {
+		writeVersions(t, root, name, model.KindTextClassifier, model.Cost{}, 1)
+		sizes[placement.Key{Model: name, Version: 1}] = n
+		models = append(models, name)
 	}
-	sc.FileSystemPollWait, sc.ModelMemoryLimitBytes, sc.LoadBytesPerSecond = 100*time.Millisecond, 64<<20, coldLoadBytesPerSecond
-	simAddr, sim := testenv.StartServingsimInProcess(t, sc)
-	host, port, _ := net.SplitHostPort(simAddr)
-	pn, _ := strconv.Atoi(port)
-	if err := cl.Agent().ServiceRegister(&api.AgentServiceRegistration{
-		ID: "sim1", Name: "tfserving", Address: host, Port: pn,
-		Meta: map[string]string{placement.MetaCapacityBytes: strconv.Itoa(64 << 20)},
-	}); err != nil {
-		t.Fatal(err)
+	slices.Sort(models)
+	for k, n := range sizes {
+		setResident(t, filepath.Join(root, k.Model, fmt.Sprint(k.Version)), n)
 	}
 	store := placement.NewStore(cl, placement.StoreConfig{})
 	var cat []placement.Version
-	for v, n := range sizes {
-		obj := n * 5 / 6
-		if v == 4 {
+	for k, n := range sizes {
+		obj := n * 5 / 6 // x the default memory multiplier 1.2: n
+		if k == (placement.Key{Model: "reviews", Version: 4}) {
 			obj = 1 << 30
 		}
-		cat = append(cat, placement.Version{Key: placement.Key{Model: "reviews", Version: v}, ObjectBytes: obj})
+		cat = append(cat, placement.Version{Key: k, ObjectBytes: obj})
 	}
 	if _, err := store.WriteCatalog(context.Background(), cat, placement.Written{}); err != nil {
 		t.Fatal(err)
 	}
 
-	e := &coldEnv{t: t}
+	e := &coldEnv{t: t, cl: cl, root: root, store: store, models: models}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); e.sidecar(ctx, store, sim, filepath.Join(root, "reviews")) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	for i := range ec.hosts {
+		e.hosts = append(e.hosts, e.startHost(ctx, &wg, fmt.Sprintf("sim%d", i+1), ec))
+	}
 
 	cfgPath := filepath.Join(t.TempDir(), "routes.yaml")
+	var extra strings.Builder
+	for _, name := range models {
+		if name != "reviews" {
+			fmt.Fprintf(&extra, "  %s: {}\n", name)
+		}
+	}
+	policy := ""
+	if ec.policy != "" {
+		policy = "\n  default: " + ec.policy
+	}
 	routes := fmt.Sprintf(`backends:
   pools:
     main: {consul: {service: tfserving}}
@@ -136,18 +196,83 @@ defaults:
 models:
   reviews:
     default: "1"
-placement:
+%splacement:
   demand_interval: 1s
-  cold_start: %s
-`, consul.HTTPAddr, coldStart)
+  cold_start: %s%s
+`, consul.HTTPAddr, extra.String(), ec.coldStart, policy)
 	if err := os.WriteFile(cfgPath, []byte(routes), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e.cfgPath, e.root, e.cl = cfgPath, root, cl
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	e.cfgPath = cfgPath
 	g := e.startGateway("gw1")
 	e.client, e.srv, e.guard = g.client, g.srv, g.guard
 	return e
+}
+
+// startHost starts servingsim host id (its own server, so that the test can kill
+// it), registers it in Consul with its capacity and runs its sidecar.
+func (e *coldEnv) startHost(ctx context.Context, wg *sync.WaitGroup, id string, ec coldEnvConfig) *coldHost {
+	t := e.t
+	t.Helper()
+	sc := servingsim.DefaultConfig()
+	sc.ModelConfigFile = filepath.Join(t.TempDir(), "models.config")
+	if err := os.WriteFile(sc.ModelConfigFile, []byte("model_config_list {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sc.FileSystemPollWait, sc.ModelMemoryLimitBytes, sc.LoadBytesPerSecond = 100*time.Millisecond, ec.memory, coldLoadBytesPerSecond
+	sim, err := servingsim.New(sc)
+	if err != nil {
+		t.Fatalf("servingsim.New: %v", err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hctx, hcancel := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- sim.Serve(hctx, lis) }()
+	select {
+	case <-sim.Ready():
+	case err := <-served:
+		t.Fatalf("servingsim.Serve: %v", err)
+	}
+	h := &coldHost{id: id, addr: lis.Addr().String(), sim: sim}
+	var sidecar sync.WaitGroup
+	sidecar.Add(1)
+	go func() { defer sidecar.Done(); e.sidecar(hctx, h) }()
+	var once sync.Once
+	h.kill = func() {
+		once.Do(func() {
+			hcancel()
+			if err := <-served; err != nil {
+				t.Errorf("servingsim %s: Serve: %v", id, err)
+			}
+			sidecar.Wait()
+		})
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); <-ctx.Done(); h.kill() }()
+
+	host, port, _ := net.SplitHostPort(h.addr)
+	pn, _ := strconv.Atoi(port)
+	if err := e.cl.Agent().ServiceRegister(&api.AgentServiceRegistration{
+		ID: id, Name: "tfserving", Address: host, Port: pn,
+		Meta: map[string]string{placement.MetaCapacityBytes: strconv.FormatInt(ec.capacity, 10)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// host returns the env's host with ID id.
+func (e *coldEnv) host(id string) *coldHost {
+	for _, h := range e.hosts {
+		if h.id == id {
+			return h
+		}
+	}
+	e.t.Fatalf("no host %q", id)
+	return nil
 }
 
 // coldGW is one gateway of the env.
@@ -208,13 +333,31 @@ func (e *coldEnv) startGateway(id string) *coldGW {
 	return g
 }
 
-// sidecar keeps servingsim's models equal to sim1's assignment, as modelsync
-// -placement does, and counts the loads it starts.
-func (e *coldEnv) sidecar(ctx context.Context, store *placement.Store, sim *servingsim.Server, base string) {
+// sidecar keeps h's models equal to h's assignment, as modelsync -placement
+// does, and counts the loads it starts. It applies configs in order, the
+// latest pending one next (a reload that adds a model returns once the model is
+// AVAILABLE, so a newer assignment may arrive meanwhile).
+func (e *coldEnv) sidecar(ctx context.Context, h *coldHost) {
 	updates := make(chan placement.HostView)
 	watchDone := make(chan struct{})
-	go func() { defer close(watchDone); _ = store.WatchHost(ctx, "main", "sim1", updates) }()
+	go func() { defer close(watchDone); _ = e.store.WatchHost(ctx, "main", h.id, updates) }()
 	defer func() { <-watchDone }()
+	pending := make(chan *servingpb.ModelServerConfig, 1)
+	applyDone := make(chan struct{})
+	go func() {
+		defer close(applyDone)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case cfg := <-pending:
+				rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				_ = h.sim.Reload(rctx, cfg)
+				cancel()
+			}
+		}
+	}()
+	defer func() { <-applyDone }()
 	have := map[placement.Key]bool{}
 	for {
 		var hv placement.HostView
@@ -223,65 +366,124 @@ func (e *coldEnv) sidecar(ctx context.Context, store *placement.Store, sim *serv
 			return
 		case hv = <-updates:
 		}
-		var versions []int64
+		versions := map[string][]int64{}
 		want := map[placement.Key]bool{}
 		for _, en := range hv.Assignment.Entries {
 			want[en.Key] = true
-			versions = append(versions, en.Version)
+			versions[en.Model] = append(versions[en.Model], en.Version)
 			if !have[en.Key] {
-				n, _ := e.loads.LoadOrStore(en.Key, new(atomic.Int64))
+				n, _ := e.loads.LoadOrStore(coldLoad{h.id, en.Key}, new(atomic.Int64))
 				n.(*atomic.Int64).Add(1)
 			}
 		}
 		have = want
-		cfg := &servingpb.ModelServerConfig{Config: &servingpb.ModelServerConfig_ModelConfigList{ModelConfigList: &servingpb.ModelConfigList{
-			Config: []*servingpb.ModelConfig{{Name: "reviews", BasePath: base, ModelPlatform: "tensorflow",
+		list := &servingpb.ModelConfigList{}
+		for _, name := range e.models {
+			if len(versions[name]) == 0 {
+				continue // not assigned here: left out of the config, so unloaded
+			}
+			list.Config = append(list.Config, &servingpb.ModelConfig{Name: name, BasePath: filepath.Join(e.root, name), ModelPlatform: "tensorflow",
 				ModelVersionPolicy: &servingpb.FileSystemStoragePathSourceConfig_ServableVersionPolicy{PolicyChoice: &servingpb.FileSystemStoragePathSourceConfig_ServableVersionPolicy_Specific_{
-					Specific: &servingpb.FileSystemStoragePathSourceConfig_ServableVersionPolicy_Specific{Versions: versions}}}}},
-		}}}
-		// HandleReloadConfigRequest blocks until added versions are AVAILABLE;
-		// apply it in the background as a sidecar with a deadline would.
-		go func() {
-			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			defer cancel()
-			_ = sim.Reload(rctx, cfg)
-		}()
+					Specific: &servingpb.FileSystemStoragePathSourceConfig_ServableVersionPolicy_Specific{Versions: versions[name]}}}})
+		}
+		cfg := &servingpb.ModelServerConfig{Config: &servingpb.ModelServerConfig_ModelConfigList{ModelConfigList: list}}
+		select {
+		case <-pending: // superseded
+		default:
+		}
+		pending <- cfg
 	}
 }
 
+// loadsOf counts the loads of reviews@v on every host.
 func (e *coldEnv) loadsOf(v int64) int64 {
-	if n, ok := e.loads.Load(placement.Key{Model: "reviews", Version: v}); ok {
-		return n.(*atomic.Int64).Load()
-	}
-	return 0
+	return e.loadsOfKey(placement.Key{Model: "reviews", Version: v}, "")
+}
+
+// loadsOfKey counts the loads of k on host (every host when "").
+func (e *coldEnv) loadsOfKey(k placement.Key, host string) int64 {
+	var n int64
+	e.loads.Range(func(key, c any) bool {
+		if l := key.(coldLoad); l.key == k && (host == "" || l.host == host) {
+			n += c.(*atomic.Int64).Load()
+		}
+		return true
+	})
+	return n
 }
 
 // availableGuard fails the test if a backend call is made for a version no host
-// reports AVAILABLE, or a host answers that it does not have it.
+// reports AVAILABLE, goes to a host that did not report it AVAILABLE (neither
+// just before the call nor just after), or a host answers that it does not have
+// it. It counts the calls each host served.
 type availableGuard struct {
 	Backends
 	t     *testing.T
 	calls atomic.Int64
 	bad   atomic.Int64
+
+	mu     sync.Mutex
+	served map[guardCall]int // successful calls per (host address, model, version)
+}
+
+type guardCall struct {
+	host    string
+	model   string
+	version int64
 }
 
 func (g *availableGuard) Predict(ctx context.Context, pools []string, req *servingpb.PredictRequest) (*servingpb.PredictResponse, string, error) {
 	g.calls.Add(1)
 	name, v := req.GetModelSpec().GetName(), req.GetModelSpec().GetVersion().GetValue()
-	if len(g.Backends.AvailableHosts(name, v, pools)) == 0 {
+	before := g.Backends.AvailableHosts(name, v, pools)
+	if len(before) == 0 {
 		g.bad.Add(1)
 		g.t.Errorf("backend call for %s@%d while no host reports it AVAILABLE", name, v)
 	}
 	resp, host, err := g.Backends.Predict(ctx, pools, req)
+	if host != "" && !slices.Contains(before, host) && !slices.Contains(g.Backends.AvailableHosts(name, v, pools), host) {
+		g.bad.Add(1)
+		g.t.Errorf("backend call for %s@%d went to %s, which did not report it AVAILABLE (hosts that did: %v)", name, v, host, before)
+	}
 	if status.Code(err) == codes.NotFound {
 		g.bad.Add(1)
 		g.t.Errorf("host %s answered NOT_FOUND for %s@%d: %v", host, name, v, err)
 	}
+	if err == nil {
+		g.mu.Lock()
+		if g.served == nil {
+			g.served = map[guardCall]int{}
+		}
+		g.served[guardCall{host, name, v}]++
+		g.mu.Unlock()
+	}
 	return resp, host, err
 }
 
+// servedBy counts the calls for model@v that host (an address) served.
+func (g *availableGuard) servedBy(host, model string, v int64) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.served[guardCall{host, model, v}]
+}
+
 func (e *coldEnv) predict(ctx context.Context, v int64, opts ...grpc.CallOption) (*tfgatev1.PredictResponse, error) {
-	return e.client.Predict(ctx, &tfgatev1.PredictRequest{Model: "reviews", Target: &tfgatev1.PredictRequest_Version{Version: v}, Instances: text("a fine product")}, opts...)
+	return e.predictModel(ctx, "reviews", v, opts...)
+}
+
+func (e *coldEnv) predictModel(ctx context.Context, name string, v int64, opts ...grpc.CallOption) (*tfgatev1.PredictResponse, error) {
+	return e.client.Predict(ctx, &tfgatev1.PredictRequest{Model: name, Target: &tfgatev1.PredictRequest_Version{Version: v}, Instances: text("a fine product")}, opts...)
+}
+
+// waitDefault waits for the default version (placed as required) to serve.
+func (e *coldEnv) waitDefault() {
+	e.t.Helper()
+	testwait.UntilNil(e.t, "the default version (placed as required) to serve", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := e.client.Predict(ctx, &tfgatev1.PredictRequest{Model: "reviews", Instances: text("ok")})
+		return err
+	})
 }
 
 // TestColdStartPlacement: with placement on, 100 concurrent first requests for a
@@ -292,12 +494,7 @@ func (e *coldEnv) predict(ctx context.Context, v int64, opts ...grpc.CallOption)
 func TestColdStartPlacement(t *testing.T) {
 	e := startColdEnv(t, "{max_wait: 20s, pushback: 700ms, max_queue: 150, deadline_margin: 300ms}")
 	// v1 is the default route: required, placed by the first decision.
-	testwait.UntilNil(t, "the default version (placed as required) to serve", func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_, err := e.client.Predict(ctx, &tfgatev1.PredictRequest{Model: "reviews", Instances: text("ok")})
-		return err
-	})
+	e.waitDefault()
 
 	t.Run("100 first requests, one load", func(t *testing.T) {
 		const n = 100
