@@ -19,6 +19,7 @@ import (
 
 	"github.com/tfgate/tfgate/internal/modelgen"
 	"github.com/tfgate/tfgate/internal/servingsim"
+	"github.com/tfgate/tfgate/internal/testwait"
 	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
 )
 
@@ -287,13 +288,15 @@ func TestLabelsAndReload(t *testing.T) {
 	if got := versionsIn(t, c, "b"); !slices.Equal(got, []string{"5:AVAILABLE"}) {
 		t.Errorf("right after the reload returned, b is %v; want 5:AVAILABLE", got)
 	}
-	// Step 4: remove a; its versions stay visible as END and it no longer serves.
+	// Step 4: remove a; as in TF Serving the unload runs in the background after the
+	// reload returns (UNLOADING for a moment), then its versions stay visible as END
+	// and it no longer serves.
 	if err := reload(list(mc("b", b))); err != nil {
 		t.Fatalf("reload removing a: %v", err)
 	}
-	if got := versionsIn(t, c, "a"); !slices.Equal(got, []string{"2:END", "1:END"}) {
-		t.Errorf("after removal, a is %v; want 2:END 1:END", got)
-	}
+	testwait.Until(t, "a's versions to reach END after its removal", func() bool {
+		return slices.Equal(versionsIn(t, c, "a"), []string{"2:END", "1:END"})
+	})
 	if _, err := predict(&servingpb.ModelSpec{Name: "a"}); status.Code(err) != codes.NotFound {
 		t.Errorf("Predict(a) after removal: %v, want NOT_FOUND", err)
 	}
