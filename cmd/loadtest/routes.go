@@ -32,11 +32,7 @@ func routesCmd(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *addr == "" {
-		return errors.New("--addr is required")
-	}
-	cc, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30)))
+	cc, err := dialGateway(*addr)
 	if err != nil {
 		return err
 	}
@@ -147,4 +143,14 @@ func (l *int64List) Set(s string) error {
 		*l = append(*l, v)
 	}
 	return nil
+}
+
+// dialGateway connects to a gateway's introspection RPCs (ListRoutes,
+// ListPlacement), whose answers can be large at 50,000 models.
+func dialGateway(addr string) (*grpc.ClientConn, error) {
+	if addr == "" {
+		return nil, errors.New("--addr is required")
+	}
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30)))
 }
