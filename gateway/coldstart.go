@@ -12,8 +12,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
+	"github.com/tfgate/tfgate/gateway/hosts"
 	"github.com/tfgate/tfgate/gateway/route"
 	"github.com/tfgate/tfgate/placement"
 	tfgatev1 "github.com/tfgate/tfgate/proto/tfgate/v1"
@@ -40,6 +43,12 @@ import (
 //     can never place fails at once with FAILED_PRECONDITION ([ErrUnplaceable]).
 //   - However many requests wait for a version, it is loaded once: the gateway
 //     only reports demand; the one leader places the version once (min_copies).
+//
+// A request whose backend call fails because the hosts that had its version
+// went away (the host died or left under it; see [coldStart.lost]) is held the
+// same way, not failed: it waits for a host other than the one that failed to
+// report the version AVAILABLE (placement moves it there), then is sent once
+// more. It is sent at most twice in all.
 //
 // Invariant: a held request goes on only once a host reports the version
 // AVAILABLE; it is then served by the ordinary path, which sends it only to such
@@ -106,7 +115,9 @@ type coldStart struct {
 	// started, served and timedOut count requests that waited, that were
 	// served after waiting, and that timed out waiting.
 	started, served, timedOut atomic.Uint64
-	metrics                   *coldMetrics // nil: none
+	// lostHost counts requests held again after their host went away.
+	lostHost atomic.Uint64
+	metrics  *coldMetrics // nil: none
 
 	// stopping is closed when the gateway starts shutting down: held requests
 	// are answered UNAVAILABLE at once (retry on another instance) instead of
@@ -142,7 +153,7 @@ func (c *coldStart) admit(ctx context.Context, snap *snapshot, req *tfgatev1.Pre
 	if c.ready(snap, m, v, typed) || !c.exists(m.Name, v) {
 		return snap, rt, m, err
 	}
-	if werr := c.wait(ctx, m, v, typed); werr != nil {
+	if werr := c.wait(ctx, m, v, typed, ""); werr != nil {
 		return snap, rt, m, werr
 	}
 	snap = c.s.builder.current()
@@ -173,7 +184,13 @@ func (c *coldStart) exists(model string, v int64) bool {
 // ready: a host reports the version AVAILABLE and, for typed instances, its spec
 // check finished (passed, or failed: then the ordinary path says why).
 func (c *coldStart) ready(snap *snapshot, m *route.ModelRoutes, v int64, typed bool) bool {
-	if len(c.s.opts.Backends.AvailableHosts(m.Name, v, m.Pools)) == 0 {
+	return c.readyExcept(snap, m, v, typed, "")
+}
+
+// readyExcept is ready counting no host named except (a host that just failed).
+func (c *coldStart) readyExcept(snap *snapshot, m *route.ModelRoutes, v int64, typed bool, except string) bool {
+	avail := c.s.opts.Backends.AvailableHosts(m.Name, v, m.Pools)
+	if len(avail) == 0 || (except != "" && len(avail) == 1 && avail[0] == except) {
 		return false
 	}
 	k := vkey{m.Name, v}
@@ -186,8 +203,39 @@ func (c *coldStart) ready(snap *snapshot, m *route.ModelRoutes, v int64, typed b
 	return c.s.builder.sig.lastErr(k) != nil
 }
 
-// wait holds the request until the version is ready, or fails it.
-func (c *coldStart) wait(ctx context.Context, m *route.ModelRoutes, v int64, typed bool) error {
+// lost reports whether a backend call failed because the hosts that had the
+// version went away under it, and which host failed ("" when none was reached):
+// every host with it gone from readiness (hosts.ErrVersionUnavailable) or
+// ejected (hosts.ErrNoHost), or a host's connection failing (UNAVAILABLE, or
+// CANCELED as discovery closed it) with no other to retry on. Not when the caller's context ended.
+func (c *coldStart) lost(ctx context.Context, err error) (host string, ok bool) {
+	if ctx.Err() != nil {
+		return "", false
+	}
+	if errors.Is(err, hosts.ErrVersionUnavailable) || errors.Is(err, hosts.ErrNoHost) {
+		return "", true
+	}
+	var he *hosts.HostError
+	if errors.As(err, &he) {
+		// UNAVAILABLE: the host's transport failed; CANCELED with the caller's
+		// context alive: discovery closed the connection as the host left.
+		if c := status.Code(he.Err); c == codes.Unavailable || c == codes.Canceled {
+			return he.Addr, true
+		}
+	}
+	return "", false
+}
+
+// rewait holds a request whose backend call failed with [coldStart.lost] until
+// a host other than failed has the version again (or fails it as wait does).
+func (c *coldStart) rewait(ctx context.Context, m *route.ModelRoutes, v int64, typed bool, failed string) error {
+	c.lostHost.Add(1)
+	return c.wait(ctx, m, v, typed, failed)
+}
+
+// wait holds the request until the version is ready on a host other than
+// except (""; any host), or fails it.
+func (c *coldStart) wait(ctx context.Context, m *route.ModelRoutes, v int64, typed bool, except string) error {
 	cs := c.s.builder.current().routes.Config.Placement.ColdStart
 	k, pk := vkey{m.Name, v}, placement.Key{Model: m.Name, Version: v}
 	start := c.now()
@@ -236,7 +284,7 @@ func (c *coldStart) wait(ctx context.Context, m *route.ModelRoutes, v int64, typ
 		if c.viewCh != nil {
 			viewCh = c.viewCh()
 		}
-		if c.ready(c.s.builder.current(), m, v, typed) {
+		if c.readyExcept(c.s.builder.current(), m, v, typed, except) {
 			c.metrics.done(ctx, coldServed, c.now().Sub(start).Seconds())
 			c.served.Add(1)
 			return nil

@@ -231,11 +231,6 @@ func (s *Server) predict(ctx context.Context, req *tfgatev1.PredictRequest, deco
 		}
 	}
 
-	ctx, cancel, err := s.backendContext(ctx, m.Timeout)
-	if err != nil {
-		return nil, at(err)
-	}
-	defer cancel()
 	breq := &servingpb.PredictRequest{
 		ModelSpec: &servingpb.ModelSpec{
 			Name:          m.Name,
@@ -246,7 +241,14 @@ func (s *Server) predict(ctx context.Context, req *tfgatev1.PredictRequest, deco
 	}
 	// The one call site where a fully built, version-pinned request leaves for
 	// the backends (through the model's batcher when batching is on).
-	bresp, err := s.group.Do(ctx, m.Batching, m.Pools, breq)
+	bresp, err := s.callBackend(ctx, m, breq)
+	if err != nil && s.cold != nil { // placement on: were its hosts lost under the call?
+		if failed, ok := s.cold.lost(ctx, err); ok {
+			if err = s.cold.rewait(ctx, m, rt.Version, pipe != nil, failed); err == nil {
+				bresp, err = s.callBackend(ctx, m, breq)
+			}
+		}
+	}
 	if err != nil {
 		return nil, at(err)
 	}
@@ -305,6 +307,17 @@ func (s *Server) pipeline(snap *snapshot, m *route.ModelRoutes, v int64) (*prepr
 	}
 	s.builder.triggerRebuild() // a check may have finished since the snapshot
 	return nil, fmt.Errorf("%w; retry in a moment", ErrSpecPending)
+}
+
+// callBackend sends breq through the model's batcher (or straight to its
+// pools) bounded by [Server.backendContext].
+func (s *Server) callBackend(ctx context.Context, m *route.ModelRoutes, breq *servingpb.PredictRequest) (*servingpb.PredictResponse, error) {
+	ctx, cancel, err := s.backendContext(ctx, m.Timeout)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	return s.group.Do(ctx, m.Batching, m.Pools, breq)
 }
 
 // backendContext bounds the backend call by the model's timeout and the caller's
