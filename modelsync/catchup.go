@@ -20,16 +20,8 @@ func (s *syncer) catchUpLoop(ctx context.Context) {
 	for {
 		if s.place != nil {
 			// Placement mode fetches only the assignment; the listing feeds the catalog.
-			n, err := s.place.writeCatalog(ctx)
-			if err != nil && ctx.Err() == nil {
-				s.log.Warn("catalog: listing or writing failed; next pass retries", "bucket", s.cfg.Bucket, "err", err)
-			} else if err == nil {
-				s.log.Info("catalog written from the bucket listing", "bucket", s.cfg.Bucket, "versions", n)
-			}
-			if s.cfg.CatchUpInterval == 0 || sleepCtx(ctx, time.Duration(s.cfg.CatchUpInterval)) != nil {
-				return
-			}
-			continue
+			s.place.catalogLoop(ctx)
+			return
 		}
 		n, err := s.catchUp(ctx)
 		if err != nil && ctx.Err() == nil {

@@ -156,6 +156,10 @@ type placer struct {
 	log     *slog.Logger
 	kick    chan struct{}
 	metrics *placementMetrics
+	// catalogKick asks the catalog loop for a new listing: a notification named
+	// a version the last catalog written did not have (cataloged).
+	catalogKick chan struct{}
+	cataloged   map[placement.Key]bool
 
 	mu       sync.Mutex
 	view     *placement.HostView // last known assignment; nil before the first
@@ -198,7 +202,7 @@ func newPlacer(s *syncer, deps PlacementDeps, m metric.Meter) (*placer, error) {
 		return nil, err
 	}
 	return &placer{
-		s: s, cfg: s.cfg.Placement, deps: deps, rl: rl, kick: make(chan struct{}, 1), wantSig: make(chan struct{}, 1),
+		s: s, cfg: s.cfg.Placement, deps: deps, rl: rl, kick: make(chan struct{}, 1), catalogKick: make(chan struct{}, 1), wantSig: make(chan struct{}, 1),
 		log:      s.log.With("pool", s.cfg.Placement.Pool, "host", s.cfg.Placement.Host),
 		inflight: map[placement.Key]bool{}, disk: map[placement.Key]int64{}, lastUsed: map[placement.Key]time.Time{},
 		states: map[string]map[int64]*servingpb.ModelVersionStatus{}, configured: map[placement.Key]time.Time{},
@@ -220,6 +224,14 @@ func (p *placer) wake() {
 func (p *placer) skip(model string, v int64) (string, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if !p.cataloged[placement.Key{Model: model, Version: v}] {
+		// A new version: the controller can place it only once it is in the
+		// catalog, so list the bucket now rather than at the next interval.
+		select {
+		case p.catalogKick <- struct{}{}:
+		default:
+		}
+	}
 	if p.view == nil {
 		return "placement: no assignment known for this host yet; what gets assigned is fetched then", true
 	}
@@ -974,5 +986,48 @@ func (p *placer) writeCatalog(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("write the catalog: %w", err)
 	}
+	p.mu.Lock()
+	p.cataloged = seen
+	p.mu.Unlock()
 	return len(vs), nil
 }
+
+// catalogLoop writes the catalog at startup, every CatchUpInterval (0: never
+// again on a timer), and soon after a notification names a version the catalog
+// lacks (at most once per catalogMinGap, so a burst of uploads costs a few listings).
+func (p *placer) catalogLoop(ctx context.Context) {
+	for {
+		start := time.Now()
+		n, err := p.writeCatalog(ctx)
+		if err != nil && ctx.Err() == nil {
+			p.log.Warn("catalog: listing or writing failed; next pass retries", "bucket", p.s.cfg.Bucket, "err", err)
+		} else if err == nil {
+			p.log.Info("catalog written from the bucket listing", "bucket", p.s.cfg.Bucket, "versions", n)
+		}
+		if p.waitCatalog(ctx, start) != nil {
+			return
+		}
+	}
+}
+
+// waitCatalog waits for the next catalog pass (see catalogLoop).
+func (p *placer) waitCatalog(ctx context.Context, last time.Time) error {
+	var tick <-chan time.Time
+	if iv := time.Duration(p.s.cfg.CatchUpInterval); iv > 0 {
+		t := time.NewTimer(iv)
+		defer t.Stop()
+		tick = t.C
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-tick:
+		return nil
+	case <-p.catalogKick:
+		return sleepCtx(ctx, catalogMinGap-time.Since(last))
+	}
+}
+
+// catalogMinGap is the least time between two catalog listings asked for by
+// notifications.
+const catalogMinGap = time.Second

@@ -404,6 +404,15 @@ func TestPlacementSyncsTheAssignment(t *testing.T) {
 	pe.upload(t, c2)
 	sc.wait(t, 1, ignoredWith("not assigned to host "+testHost))
 	pe.queueEmpty()
+	// ... and, new to the catalog, listed into it at once (catch-up's interval is
+	// 0 here: no timer would ever list it), so the controller can place it.
+	testwait.UntilNil(t, "c@2 in the catalog after its notification", func() error {
+		vs, _, err := pe.store.ReadCatalog(context.Background())
+		if err != nil || !slices.ContainsFunc(vs, func(v placement.Version) bool { return v.Key == c2 }) {
+			return fmt.Errorf("catalog %v, %v", vs, err)
+		}
+		return nil
+	})
 
 	// b@1 unassigned, a@1 assigned: b@1 unloads but stays cached on disk.
 	pe.assign(t, a1, a2)
