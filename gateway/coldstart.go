@@ -45,7 +45,8 @@ import (
 //     only reports demand; the one leader places the version once (min_copies).
 //
 // A request whose backend call fails because the hosts that had its version
-// went away (the host died or left under it; see [coldStart.lost]) is held the
+// went away (the host died or left under it, or unloaded the version as it was
+// evicted; see [coldStart.lost]) is held the
 // same way, not failed: it waits for a host other than the one that failed to
 // report the version AVAILABLE (placement moves it there), then is sent once
 // more. It is sent at most twice in all.
@@ -206,8 +207,9 @@ func (c *coldStart) readyExcept(snap *snapshot, m *route.ModelRoutes, v int64, t
 // lost reports whether a backend call failed because the hosts that had the
 // version went away under it, and which host failed ("" when none was reached):
 // every host with it gone from readiness (hosts.ErrVersionUnavailable) or
-// ejected (hosts.ErrNoHost), or a host's connection failing (UNAVAILABLE, or
-// CANCELED as discovery closed it) with no other to retry on. Not when the caller's context ended.
+// ejected (hosts.ErrNoHost), a host's connection failing (UNAVAILABLE, or
+// CANCELED as discovery closed it), or a host no longer having it (NOT_FOUND),
+// with no other to retry on. Not when the caller's context ended.
 func (c *coldStart) lost(ctx context.Context, err error) (host string, ok bool) {
 	if ctx.Err() != nil {
 		return "", false
@@ -218,8 +220,10 @@ func (c *coldStart) lost(ctx context.Context, err error) (host string, ok bool) 
 	var he *hosts.HostError
 	if errors.As(err, &he) {
 		// UNAVAILABLE: the host's transport failed; CANCELED with the caller's
-		// context alive: discovery closed the connection as the host left.
-		if c := status.Code(he.Err); c == codes.Unavailable || c == codes.Canceled {
+		// context alive: discovery closed the connection as the host left;
+		// NOT_FOUND ("Servable not found"): the host unloaded the version (an
+		// eviction) before readiness saw it go.
+		if c := status.Code(he.Err); c == codes.Unavailable || c == codes.Canceled || c == codes.NotFound {
 			return he.Addr, true
 		}
 	}

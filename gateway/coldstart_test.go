@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/tfgate/tfgate/gateway/hosts"
 	"github.com/tfgate/tfgate/internal/servingsim"
 	"github.com/tfgate/tfgate/internal/servingsim/model"
 	"github.com/tfgate/tfgate/internal/testenv"
@@ -671,5 +672,38 @@ func TestColdStartFollower(t *testing.T) {
 	g2.stop()
 	if err := <-held; status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), "shutting down") {
 		t.Errorf("request held at shutdown: %v, want UNAVAILABLE saying the gateway is shutting down", err)
+	}
+}
+
+// TestColdStartLost: which backend failures hold a request again for the
+// version's re-placement (the hosts that had it went away or unloaded it), and
+// which are answered as they are.
+func TestColdStartLost(t *testing.T) {
+	c := &coldStart{}
+	he := func(code codes.Code) error {
+		return fmt.Errorf("wrapped: %w", &hosts.HostError{Addr: "10.0.0.1:8500", Err: status.Error(code, "x")})
+	}
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, tc := range []struct {
+		name     string
+		ctx      context.Context
+		err      error
+		host     string
+		wantLost bool
+	}{
+		{"transport failure", context.Background(), he(codes.Unavailable), "10.0.0.1:8500", true},
+		{"connection closed by discovery", context.Background(), he(codes.Canceled), "10.0.0.1:8500", true},
+		{"servable not found (evicted)", context.Background(), he(codes.NotFound), "10.0.0.1:8500", true},
+		{"readiness dropped the version", context.Background(), fmt.Errorf("x: %w", hosts.ErrVersionUnavailable), "", true},
+		{"every host ejected", context.Background(), fmt.Errorf("x: %w", hosts.ErrNoHost), "", true},
+		{"the model's own error", context.Background(), he(codes.InvalidArgument), "", false},
+		{"deadline", context.Background(), he(codes.DeadlineExceeded), "", false},
+		{"caller gone", canceled, he(codes.Unavailable), "", false},
+	} {
+		host, lost := c.lost(tc.ctx, tc.err)
+		if lost != tc.wantLost || host != tc.host {
+			t.Errorf("%s: lost(%v) = %q, %v; want %q, %v", tc.name, tc.err, host, lost, tc.host, tc.wantLost)
+		}
 	}
 }
