@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -32,14 +33,19 @@ const (
 	maxDemandVersions = 20000
 	// demandRetention: versions unused for this long leave the report.
 	demandRetention = time.Hour
-	// demandEWMA weighs the newest interval's rate.
-	demandEWMA = 0.5
+	// demandTau is the time constant of the reported request rates: an
+	// exponentially decayed count, so that a steady rate reads as itself
+	// whatever the report interval, one request adds about 1/demandTau, and a
+	// version no longer asked for fades with a half-life of ~0.7 demandTau. The
+	// placement policy keeps the most requested versions by it, so a model asked
+	// for once (the Zipf tail) cannot evict a model asked for every second.
+	demandTau = time.Minute
 )
 
 type demandEntry struct {
 	count atomic.Int64 // requests since the last report
 	last  atomic.Int64 // unix nanos of the last request
-	rate  float64      // EWMA requests/s; run loop only
+	rate  float64      // decayed requests/s (demandTau); run loop only
 }
 
 // demand aggregates per-version request counts and last-use times.
@@ -86,7 +92,8 @@ func (d *demand) report(gateway string, elapsed time.Duration) placement.DemandR
 	d.m.Range(func(key, val any) bool {
 		k, e := key.(vkey), val.(*demandEntry)
 		n := e.count.Swap(0)
-		e.rate = demandEWMA*float64(n)/secs + (1-demandEWMA)*e.rate
+		decay := math.Exp(-secs / demandTau.Seconds())
+		e.rate = e.rate*decay + float64(n)*(1-decay)/secs
 		if e.rate < 1e-3 {
 			e.rate = 0
 		}

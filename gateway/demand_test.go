@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"log/slog"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -23,22 +24,54 @@ func TestDemandReport(t *testing.T) {
 	if r.Gateway != "gw" || len(r.Versions) != 2 {
 		t.Fatalf("report %+v, want a@1 and b@2", r)
 	}
-	// Most recently used first; rate is the EWMA of count/interval.
-	if v := r.Versions[0]; v.Model != "b" || v.Rate != demandEWMA*0.5 || !v.LastUsed.Equal(now) {
-		t.Errorf("first entry %+v, want b@2 at rate %v last used %v", v, demandEWMA*0.5, now)
+	// Most recently used first; a rate is the count decayed with time constant
+	// demandTau: one interval of n requests in secs reads as n(1-e^(-secs/tau))/secs.
+	step := func(prev float64, n int, secs float64) float64 {
+		d := math.Exp(-secs / demandTau.Seconds())
+		return prev*d + float64(n)*(1-d)/secs
 	}
-	if v := r.Versions[1]; v.Model != "a" || v.Rate != demandEWMA*5 {
-		t.Errorf("second entry %+v, want a@1 at rate %v", v, demandEWMA*5)
+	if v, want := r.Versions[0], step(0, 1, 2); v.Model != "b" || v.Rate != want || !v.LastUsed.Equal(now) {
+		t.Errorf("first entry %+v, want b@2 at rate %v last used %v", v, want, now)
+	}
+	if v, want := r.Versions[1], step(0, 10, 2); v.Model != "a" || v.Rate != want {
+		t.Errorf("second entry %+v, want a@1 at rate %v", v, want)
 	}
 	// Nothing since: rates decay, last use stays.
 	r = d.report("gw", 2*time.Second)
-	if v := r.Versions[1]; v.Rate != demandEWMA*demandEWMA*5 {
-		t.Errorf("decayed a@1 %+v", v)
+	if v, want := r.Versions[1], step(step(0, 10, 2), 0, 2); v.Rate != want {
+		t.Errorf("decayed a@1 %+v, want rate %v", v, want)
 	}
 	// Unused past the retention: dropped.
 	now = now.Add(demandRetention + time.Minute)
 	if r = d.report("gw", time.Hour); len(r.Versions) != 0 {
 		t.Errorf("after the retention: %+v, want empty", r.Versions)
+	}
+}
+
+// TestDemandRateSteady: a steady request rate reads as itself whatever the
+// report interval (1 s, the 5 s default, urgent 250 ms writes mixed in), and one
+// request reads as about 1/demandTau: the policy can tell a model asked for
+// once from one asked for every second.
+func TestDemandRateSteady(t *testing.T) {
+	for _, iv := range []time.Duration{250 * time.Millisecond, time.Second, 5 * time.Second} {
+		now := time.Unix(1_700_000_000, 0)
+		d := newDemand(func() time.Time { return now })
+		var rate float64
+		for range int(10 * demandTau / iv) { // 10 time constants at 4 requests/s
+			for range int(4 * iv.Seconds()) {
+				d.record("hot", 1)
+			}
+			now = now.Add(iv)
+			rate = d.report("gw", iv).Versions[0].Rate
+		}
+		if math.Abs(rate-4) > 0.01 {
+			t.Errorf("interval %v: 4 requests/s read as %v", iv, rate)
+		}
+	}
+	d := newDemand(nil)
+	d.record("once", 1)
+	if r := d.report("gw", 250*time.Millisecond).Versions[0].Rate; math.Abs(r-1/demandTau.Seconds()) > 0.001 {
+		t.Errorf("one request read as %v requests/s, want about %v", r, 1/demandTau.Seconds())
 	}
 }
 

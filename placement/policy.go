@@ -176,6 +176,7 @@ type Decision struct {
 	now   time.Time
 
 	whyCache map[whyKey]string
+	pick     []int // victims' scratch
 }
 
 type hostKey struct {
@@ -190,13 +191,15 @@ type hostState struct {
 	used     int64
 	eligible bool
 	frozen   bool        // keeps its copies, takes no new ones
-	evict    []evictCand // built lazily, LRU first
-	evictPos int
+	evict    []evictCand // built lazily, least requested per byte first
+	evictPos int         // evict[:evictPos] are all taken
 }
 
 type evictCand struct {
 	v        int32
+	density  float64 // requests/s per byte
 	lastUsed int64
+	taken    bool
 }
 
 type poolState struct {
@@ -454,10 +457,15 @@ func Decide(in Input) (*Decision, error) {
 	for i := range order {
 		order[i] = int32(i)
 	}
+	// Priority: pinned, then required, then by demand: request rate, then
+	// recency (equal rates, e.g. none reported: least recently used last).
 	slices.SortFunc(order, func(a, b int32) int {
 		va, vb := &vs[a], &vs[b]
 		if va.class != vb.class {
 			return cmp.Compare(va.class, vb.class)
+		}
+		if va.rate != vb.rate {
+			return cmp.Compare(vb.rate, va.rate)
 		}
 		if c := vb.lastUsed.Compare(va.lastUsed); c != 0 {
 			return c
@@ -584,13 +592,13 @@ func Decide(in Input) (*Decision, error) {
 				d.buildEvict(vs, now)
 				evictReady = true
 			}
-			best, bestAge := -1, int64(math.MaxInt64)
+			best, bestCost := -1, evictCost{rate: math.Inf(1)}
 			for _, e := range ranks {
 				if v.on(e.host) || d.backoff(e.host, v.key) || d.hosts[e.host].frozen {
 					continue
 				}
-				if age, ok := d.canEvict(vs, e.host, v); ok && age < bestAge {
-					best, bestAge = e.host, age
+				if c, ok := d.canEvict(vs, e.host, v); ok && c.less(bestCost) {
+					best, bestCost = e.host, c
 				}
 			}
 			if best < 0 {
@@ -826,19 +834,24 @@ func (d *Decision) evictable(v *vstate, c hostCopy, now time.Time) bool {
 	return v.class == classOther && !c.draining && now.Sub(c.since) >= v.pool.cfg.MinResidency
 }
 
-// buildEvict lists each host's evictable copies, least recently used first.
+// buildEvict lists each host's evictable copies, least requested per byte
+// first (the copies whose eviction loses the fewest requests for the room it
+// makes), least recently used first among equals.
 func (d *Decision) buildEvict(vs []vstate, now time.Time) {
 	for i := range vs {
 		v := &vs[i]
 		for _, c := range v.copies {
 			if d.evictable(v, c, now) {
 				h := &d.hosts[c.host]
-				h.evict = append(h.evict, evictCand{v: int32(i), lastUsed: v.lastUsed.UnixNano()})
+				h.evict = append(h.evict, evictCand{v: int32(i), density: v.rate / float64(max(v.size, 1)), lastUsed: v.lastUsed.UnixNano()})
 			}
 		}
 	}
 	for i := range d.hosts {
 		slices.SortFunc(d.hosts[i].evict, func(a, b evictCand) int {
+			if a.density != b.density {
+				return cmp.Compare(a.density, b.density)
+			}
 			if a.lastUsed != b.lastUsed {
 				return cmp.Compare(a.lastUsed, b.lastUsed)
 			}
@@ -851,54 +864,93 @@ func (d *Decision) buildEvict(vs []vstate, now time.Time) {
 	}
 }
 
-// canEvict says whether evicting least recently used copies on host makes room for
-// v, and returns the last-used time of the youngest copy it would evict (lower is
-// better: true LRU across the candidates). Only copies used less recently than v
-// are taken, unless v is pinned or required.
-func (d *Decision) canEvict(vs []vstate, host int, v *vstate) (int64, bool) {
+// evictCost is what evicting a set of copies loses: their summed request rate,
+// and the last use of the most recently used of them.
+type evictCost struct {
+	rate     float64
+	lastUsed int64
+}
+
+func (c evictCost) less(o evictCost) bool {
+	return c.rate < o.rate || (c.rate == o.rate && c.lastUsed < o.lastUsed)
+}
+
+// victims picks the evictable copies on host whose eviction makes room for v,
+// least requested per byte first. A version placed on demand (not pinned or
+// required) may take them only if they lose less than it gains: their summed
+// request rate is below v's, or, all rates equal (none reported), every one of
+// them was used less recently than v. So one request for a cold version evicts
+// only copies less requested than it, and a hot model is never evicted for a
+// model asked for once (the churn LRU alone suffers under Zipf traffic).
+// With take, the victims are evicted.
+func (d *Decision) victims(vs []vstate, host int, v *vstate, take bool) (evictCost, bool) {
 	h := &d.hosts[host]
 	free := h.cap - h.used
-	var age int64
-	for _, ec := range h.evict[h.evictPos:] {
+	var cost evictCost
+	picked := d.pick[:0]
+	defer func() { d.pick = picked[:0] }()
+	older := true
+	for i := h.evictPos; i < len(h.evict) && free < v.size; i++ {
+		ec := &h.evict[i]
 		w := &vs[ec.v]
-		if !w.on(host) {
+		if ec.taken || !w.on(host) {
 			continue
 		}
-		if v.class == classOther && !w.lastUsed.Before(v.lastUsed) {
-			return 0, false
-		}
 		free += w.size
-		age = ec.lastUsed
-		if free >= v.size {
-			return age, true
+		cost.rate += w.rate
+		cost.lastUsed = max(cost.lastUsed, ec.lastUsed)
+		older = older && w.lastUsed.Before(v.lastUsed)
+		picked = append(picked, i)
+	}
+	if free < v.size {
+		return evictCost{}, false
+	}
+	if v.class == classOther && !(cost.rate < v.rate || (cost.rate == v.rate && older)) {
+		return evictCost{}, false
+	}
+	if take {
+		for _, i := range picked {
+			h.evict[i].taken = true
+			d.evictCopy(vs, host, &vs[h.evict[i].v], v)
+		}
+		for h.evictPos < len(h.evict) && h.evict[h.evictPos].taken {
+			h.evictPos++
 		}
 	}
-	return 0, false
+	return cost, true
+}
+
+// canEvict says whether evicting copies on host makes room for v (victims),
+// and what it would lose (lower is better across the candidate hosts).
+func (d *Decision) canEvict(vs []vstate, host int, v *vstate) (evictCost, bool) {
+	return d.victims(vs, host, v, false)
 }
 
 func (d *Decision) evictFor(vs []vstate, host int, v *vstate, now time.Time) {
+	d.victims(vs, host, v, true)
+}
+
+// evictCopy evicts w's copy on host to make room for v.
+func (d *Decision) evictCopy(vs []vstate, host int, w, v *vstate) {
 	h := &d.hosts[host]
-	for h.cap-h.used < v.size && h.evictPos < len(h.evict) {
-		w := &vs[h.evict[h.evictPos].v]
-		h.evictPos++
-		for ci, c := range w.copies {
-			if c.host == host {
-				d.remove(w, ci)
-				d.Stats.Removed++
-				if c.prev {
-					d.Stats.Kept--
-				} else {
-					d.Stats.Added--
-				}
-				w.noPlace = true
-				w.why = fmt.Sprintf("evicted from %s (least recently used) for %s", h.id, v.key)
-				if len(w.copies) == 0 {
-					w.state = Evicted
-					d.Stats.Evicted++
-				}
-				break
-			}
+	for ci, c := range w.copies {
+		if c.host != host {
+			continue
 		}
+		d.remove(w, ci)
+		d.Stats.Removed++
+		if c.prev {
+			d.Stats.Kept--
+		} else {
+			d.Stats.Added--
+		}
+		w.noPlace = true
+		w.why = fmt.Sprintf("evicted from %s (least requested per byte, then least recently used) for %s", h.id, v.key)
+		if len(w.copies) == 0 {
+			w.state = Evicted
+			d.Stats.Evicted++
+		}
+		return
 	}
 }
 

@@ -314,17 +314,34 @@ func TestDecideLRUEviction(t *testing.T) {
 			wantHeld: []Key{cat[0].Key, cat[1].Key, cat[3].Key}, wantState3: Placed,
 		},
 		{
+			// cat[2], the least requested, is younger than min residency; the
+			// others are requested more than the newcomer.
 			name:   "young versions are protected by min residency",
 			since2: now.Add(-30 * time.Second),
-			demand: map[Key]Demand{cat[0].Key: {LastUsed: at(5 * time.Minute)}, cat[1].Key: {LastUsed: at(5 * time.Minute)},
+			demand: map[Key]Demand{cat[0].Key: {Rate: 2, LastUsed: at(5 * time.Minute)}, cat[1].Key: {Rate: 2, LastUsed: at(5 * time.Minute)},
 				cat[2].Key: {LastUsed: at(1 * time.Minute)}, cat[3].Key: {Rate: 1, LastUsed: at(4 * time.Minute)}},
 			wantHeld: []Key{cat[0].Key, cat[1].Key, cat[2].Key}, wantState3: Pending,
 		},
 		{
-			name: "an unrequired newcomer does not evict more recently used versions",
+			name: "with no rates, an unrequired newcomer does not evict more recently used versions",
 			demand: map[Key]Demand{cat[0].Key: {LastUsed: at(5 * time.Minute)}, cat[1].Key: {LastUsed: at(5 * time.Minute)},
-				cat[2].Key: {LastUsed: at(5 * time.Minute)}, cat[3].Key: {Rate: 1, LastUsed: at(4 * time.Minute)}},
+				cat[2].Key: {LastUsed: at(5 * time.Minute)}, cat[3].Key: {LastUsed: at(4 * time.Minute)}},
 			wantHeld: []Key{cat[0].Key, cat[1].Key, cat[2].Key}, wantState3: Pending,
+		},
+		{
+			// The churn LRU alone suffers under Zipf traffic: a version asked
+			// for once (a low rate, just now) must not evict versions requested
+			// more, however recently it was used.
+			name: "a newcomer asked for once does not evict more requested versions",
+			demand: map[Key]Demand{cat[0].Key: {Rate: 0.5, LastUsed: at(5 * time.Minute)}, cat[1].Key: {Rate: 0.2, LastUsed: at(5 * time.Minute)},
+				cat[2].Key: {Rate: 3, LastUsed: at(5 * time.Minute)}, cat[3].Key: {Rate: 0.1, LastUsed: now}},
+			wantHeld: []Key{cat[0].Key, cat[1].Key, cat[2].Key}, wantState3: Pending,
+		},
+		{
+			name: "a newcomer evicts the least requested version, however recently that was used",
+			demand: map[Key]Demand{cat[0].Key: {Rate: 0.5, LastUsed: at(9 * time.Minute)}, cat[1].Key: {Rate: 0.05, LastUsed: at(9 * time.Minute)},
+				cat[2].Key: {Rate: 3, LastUsed: at(1 * time.Minute)}, cat[3].Key: {Rate: 0.1, LastUsed: now}},
+			wantHeld: []Key{cat[0].Key, cat[2].Key, cat[3].Key}, wantState3: Placed,
 		},
 		{
 			name:     "a required newcomer evicts even recently used versions",
