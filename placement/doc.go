@@ -35,15 +35,23 @@
 //     pool's hosts for each version, the same ranking in every process. Adding or
 //     removing one of N hosts changes about 1/N of first candidates.
 //  2. Priority: pinned versions, then versions the routing config needs (default,
-//     labels, experiment arms), then the rest by last use, most recent first.
+//     labels, experiment arms), then the rest by request rate (the gateways'
+//     reports: a count decayed with a 60 s time constant), then by last use.
 //  3. Keep: previous copies stay where they are (no reshuffle: deciding again from
 //     a decision's own output changes nothing) unless their host left the pool,
 //     lost its capacity, or failed to load the version.
 //  4. Place: missing copies go to the best-ranked candidate with room; a full
-//     candidate overflows to the next. When none has room, the least recently
-//     used copies are evicted on the candidate whose victims are oldest, taking
+//     candidate overflows to the next. When none has room, copies are evicted
+//     on the candidate where that loses the least request rate: the copies with
+//     the fewest requests per byte first (least recently used among equals),
 //     only unpinned, unrequired copies placed at least the pool's min_residency
-//     ago, and (for an unrequired newcomer) only copies used less recently than it.
+//     ago, and, for a version placed on demand, only when their summed rate is
+//     below its own (with no rates at all: only copies used less recently than
+//     it). So a model asked for once waits (the cold-start UNAVAILABLE, with
+//     pushback) rather than evict a model asked for every second; its retries
+//     raise its rate until it is placed. Pure LRU, as ModelMesh uses, thrashes
+//     under Zipf traffic: in the demo's fleet phase it evicted 33 copies/s at
+//     100 req/s and served 60-68% warm; this rule, 0.7/s and 86%.
 //  5. Rebalance: a copy not on one of its best-ranked hosts (a host joined, room
 //     opened at home) moves there, make-before-break (the old copy stays Draining
 //     until the new host reports the version loaded), at most Config.MaxMoves per

@@ -11,6 +11,10 @@
 #   experiment is shifted to 50/50 halfway by rewriting the routing config, and the
 #   report shows both splits, latency, errors, and where the HTML report is.
 #
+# Then the fleet phase (scripts/demo-fleet.sh): per-customer models on a pool of hosts
+# that holds a fraction of them, placed by the gateway (--placement); DEMO_FLEET=0 skips
+# it, DEMO_FLEET_ONLY=1 runs it without the textclf gateway phases.
+#
 # Parts of the stack that are not built yet are reported and skipped: without the
 # gateway the demo stops after predicting from both hosts directly; without modelsync
 # the versions are placed into the hosts' base paths by atomic rename.
@@ -50,6 +54,9 @@ T0=$SECONDS
 # stage_experiment (mid-run weight shift, exposure-log splits, shadow agreement).
 # shellcheck source=scripts/demo-experiments.sh
 . "$ROOT/scripts/demo-experiments.sh"
+# stage_fleet (per-customer models placed on a pool that holds a fraction of them).
+# shellcheck source=scripts/demo-fleet.sh
+. "$ROOT/scripts/demo-fleet.sh"
 
 say "tfgate demo in $(rel "$RUN")"
 
@@ -91,7 +98,7 @@ fi
 S3_PORT=$(free_port)
 BUCKET=models
 say "S3 (gofakes3) and SQS (fauxqs)"
-start s3 "$BIN/s3server" -addr "127.0.0.1:$S3_PORT" -bucket "$BUCKET"
+start s3 "$BIN/s3server" -addr "127.0.0.1:$S3_PORT" -bucket "$BUCKET,$FLEET_BUCKET"
 wait_for "S3 server" 20 port_open "$S3_PORT"
 info "S3 at http://127.0.0.1:$S3_PORT, bucket $BUCKET"
 export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_REGION=us-east-1
@@ -198,8 +205,13 @@ done
 info "latest:    $("$BIN/loadtest" predict --target tfserving --addr "127.0.0.1:${HOST_PORT[host-gpu]}" --workload "$WL_RAW")"
 
 if [ $HAVE_GATEWAY = 1 ] && [ $HAVE_CONSUL = 1 ]; then
-  stage_gateway
-  [ "$DEMO_MODE" = up ] || stage_experiment
+  if [ "${DEMO_FLEET_ONLY:-0}" != 1 ]; then
+    stage_gateway
+    [ "$DEMO_MODE" = up ] || stage_experiment
+  fi
+  if [ "$DEMO_MODE" != up ] && [ $HAVE_MODELSYNC = 1 ] && [ $HAVE_FAUXQS = 1 ] && [ "${DEMO_FLEET:-1}" = 1 ]; then
+    stage_fleet
+  fi
 else
   say "gateway unavailable: a short load test straight at the gpu host instead"
   "$BIN/loadtest" run --target tfserving --addr "127.0.0.1:${HOST_PORT[host-gpu]}" --workload "$WL_RAW" \
