@@ -64,6 +64,7 @@ type Config struct {
 	Hash uint64 `yaml:"-"`
 
 	knownPools map[string]bool
+	pinned     map[string][]int64 // MemberVersions
 }
 
 // Defaults are per-model settings inherited by models that leave them unset.

@@ -147,23 +147,33 @@ func (c *Config) EnsembleNames() []string {
 	return names
 }
 
-// MemberVersions are the versions of model that ensemble members pin, ascending.
-func (c *Config) MemberVersions(model string) []int64 {
-	var vs []int64
-	for _, e := range c.Ensembles {
-		for _, m := range e.Members {
-			if m.Model == model && m.Version.N > 0 {
-				vs = append(vs, m.Version.N)
-			}
-		}
-	}
-	slices.Sort(vs)
-	return slices.Compact(vs)
-}
+// MemberVersions are the versions of model that ensemble members pin,
+// ascending (computed once by Parse).
+func (c *Config) MemberVersions(model string) []int64 { return c.pinned[model] }
 
 // validateEnsembles runs after the models were validated (it reads their
 // parsed labels, defaults and experiments).
 func (c *Config) validateEnsembles(ve *ValidationError, ck Checks) {
+	c.pinned = nil
+	defer func() {
+		for _, e := range c.Ensembles {
+			if e == nil {
+				continue
+			}
+			for _, m := range e.Members {
+				if m.Version.N > 0 {
+					if c.pinned == nil {
+						c.pinned = map[string][]int64{}
+					}
+					c.pinned[m.Model] = append(c.pinned[m.Model], m.Version.N)
+				}
+			}
+		}
+		for k, vs := range c.pinned {
+			slices.Sort(vs)
+			c.pinned[k] = slices.Compact(vs)
+		}
+	}()
 	for _, name := range c.EnsembleNames() {
 		e := c.Ensembles[name]
 		add := func(format string, args ...any) {

@@ -172,16 +172,8 @@ func Build(cfg *Config, st State, gen uint64, opts BuildOptions) *Snapshot {
 	if s.rand == nil {
 		s.rand = rand.Uint64
 	}
-	pinned := map[string][]int64{} // versions ensemble members pin, by model
-	for _, e := range cfg.Ensembles {
-		for _, mb := range e.Members {
-			if mb.Version.N > 0 {
-				pinned[mb.Model] = append(pinned[mb.Model], mb.Version.N)
-			}
-		}
-	}
 	for name, m := range cfg.Models {
-		s.models[name] = buildModel(m, st, pinned[name])
+		s.models[name] = buildModel(m, st, cfg.MemberVersions(name))
 	}
 	if len(cfg.Ensembles) > 0 {
 		s.ensembles = make(map[string]*EnsembleRoutes, len(cfg.Ensembles))
