@@ -199,6 +199,12 @@ info "latest:    $("$BIN/loadtest" predict --target tfserving --addr "127.0.0.1:
 
 if [ $HAVE_GATEWAY = 1 ] && [ $HAVE_CONSUL = 1 ]; then
   stage_gateway
+  # Ensemble (issue 19): textclf-ensemble (deploy/local/routing.yaml.tmpl) is versions 1
+  # and 2 in one Predict; print the mean of their scores, then each version's own.
+  say "Predict on the ensemble textclf-ensemble: both versions in one call, combined (mean) and per member"
+  "$BIN/loadtest" predict --addr "$GW_ADDR" --workload "$WL_DEMO" --model textclf-ensemble \
+    --text "the delivery was late but the support team was great" | while IFS= read -r line; do info "$line"; done ||
+    { info "ensemble Predict failed (see above)"; DEMO_FAILED=1; }
   [ "$DEMO_MODE" = up ] || stage_experiment
 else
   say "gateway unavailable: a short load test straight at the gpu host instead"
