@@ -10,6 +10,11 @@ import (
 	"testing"
 	"time"
 
+	otelcodes "go.opentelemetry.io/otel/codes"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -528,5 +533,84 @@ func TestEnsembleDeadlineTooShort(t *testing.T) {
 	}
 	if got := len(s.recorder.all()) - n; got != 0 {
 		t.Errorf("%d backend calls for a refused ensemble call", got)
+	}
+}
+
+// TestEnsembleSpansAndMetrics: one span per member under the ensemble's, the
+// member's own request-path spans under it, and the member metrics.
+func TestEnsembleSpansAndMetrics(t *testing.T) {
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	s := startEnsembleStack(t, stackOpts{servedVersions: []int64{1, 2}, run: func(_ *RunConfig, d *Deps) { d.TracerProvider, d.MeterProvider = tp, mp }},
+		"  pair: {combiner: mean, min_members: 1, members: [{model: reviews, version: 1}, {model: topics, version: 1}, {model: reviews, name: gone, version: 3}]}\n")
+	resp, err := s.client.Predict(context.Background(), &tfgatev1.PredictRequest{Model: "pair", Instances: text("fine")})
+	if err != nil || !resp.GetEnsemble().GetPartial() {
+		t.Fatalf("Predict = %v, %v; want a partial answer", resp, err)
+	}
+	ended := spans.Ended()
+	var ens sdktrace.ReadOnlySpan
+	members := map[string]sdktrace.ReadOnlySpan{}
+	for _, sp := range ended {
+		switch sp.Name() {
+		case "tfgate.ensemble":
+			ens = sp
+		case "tfgate.ensemble.member":
+			for _, a := range sp.Attributes() {
+				if a.Key == "tfgate.ensemble.member" {
+					members[a.Value.AsString()] = sp
+				}
+			}
+		}
+	}
+	if ens == nil || len(members) != 3 {
+		t.Fatalf("spans: ensemble %v, members %v; want one ensemble span and 3 member spans", ens != nil, keys(members))
+	}
+	for name, sp := range members {
+		if sp.Parent().SpanID() != ens.SpanContext().SpanID() {
+			t.Errorf("member %q span's parent is not the ensemble span", name)
+		}
+	}
+	if members["gone"].Status().Code != otelcodes.Error {
+		t.Errorf("the failed member's span status = %v, want Error", members["gone"].Status())
+	}
+	backends := 0
+	for _, sp := range ended {
+		if sp.Name() == "tfgate.backend" && (sp.Parent().SpanID() == members["reviews"].SpanContext().SpanID() || sp.Parent().SpanID() == members["topics"].SpanContext().SpanID()) {
+			backends++
+		}
+	}
+	if backends != 2 {
+		t.Errorf("%d tfgate.backend spans under the answering members' spans, want 2", backends)
+	}
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch m.Name {
+			case "tfgate.gateway.ensemble.member_calls", "tfgate.gateway.ensemble.partial":
+				for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+					member, _ := dp.Attributes.Value("member")
+					code, _ := dp.Attributes.Value("code")
+					got[m.Name+" "+member.AsString()+" "+code.AsString()] += dp.Value
+				}
+			}
+		}
+	}
+	want := map[string]int64{
+		"tfgate.gateway.ensemble.member_calls reviews OK":    1,
+		"tfgate.gateway.ensemble.member_calls topics OK":     1,
+		"tfgate.gateway.ensemble.member_calls gone NotFound": 1,
+		"tfgate.gateway.ensemble.partial  ":                  1,
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("metric %q = %d, want %d (all: %v)", k, got[k], v, got)
+		}
 	}
 }
