@@ -37,7 +37,7 @@ func ensRoutes(ensembles string) string {
         - {name: treatment, version: 2, weight: 50}
   topics:
     default: "1"
-    timeout: 100ms
+    timeout: 2s
   churn:
     default: "1"
 ensembles:
@@ -337,20 +337,20 @@ func (b *stall) Predict(ctx context.Context, pools []string, req *servingpb.Pred
 func TestEnsembleDeadlineSplit(t *testing.T) {
 	s := startEnsembleStack(t, stackOpts{wrap: func(b Backends) Backends { return &stall{Backends: b, model: "topics", version: 2} }}, `  split:
     combiner: mean
-    timeout: 300ms
+    timeout: 4s
     members:
       - {model: reviews, version: 1}
       - {model: topics, version: 1}
   stalled:
     combiner: mean
-    timeout: 250ms
+    timeout: 2s
     min_members: 1
     members:
       - {model: reviews, version: 1}
       - {model: topics, version: 2}
   stalled-strict:
     combiner: mean
-    timeout: 250ms
+    timeout: 2s
     members:
       - {model: reviews, version: 1}
       - {model: topics, version: 2}
@@ -366,27 +366,27 @@ func TestEnsembleDeadlineSplit(t *testing.T) {
 		}
 		return got
 	}
-	// reviews' model timeout is 5s, topics' 100ms.
+	// reviews' model timeout is 5s, topics' 2s.
 	got := deadlines(func() {
 		if _, err := s.client.Predict(ctx, &tfgatev1.PredictRequest{Model: "split", Instances: text("fine")}); err != nil {
 			t.Fatal(err)
 		}
 	})
-	if d := got["reviews"]; d <= 0 || d > 300*time.Millisecond-DefaultDeadlineMargin {
-		t.Errorf("reviews member's deadline %v, want within the ensemble's 300ms less the %v margin (its model allows 5s)", d, DefaultDeadlineMargin)
+	if d := got["reviews"]; d <= 0 || d > 4*time.Second-DefaultDeadlineMargin {
+		t.Errorf("reviews member's deadline %v, want within the ensemble's 4s less the %v margin (its model allows 5s)", d, DefaultDeadlineMargin)
 	}
-	if d := got["topics"]; d <= 0 || d > 100*time.Millisecond {
-		t.Errorf("topics member's deadline %v, want within its model's 100ms timeout", d)
+	if d := got["topics"]; d <= 0 || d > 2*time.Second {
+		t.Errorf("topics member's deadline %v, want within its model's 2s timeout", d)
 	}
 	got = deadlines(func() {
-		cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
 		if _, err := s.client.Predict(cctx, &tfgatev1.PredictRequest{Model: "split", Instances: text("fine")}); err != nil {
 			t.Fatal(err)
 		}
 	})
-	if d := got["reviews"]; d <= 0 || d > 200*time.Millisecond-DefaultDeadlineMargin {
-		t.Errorf("reviews member's deadline under a 200ms caller deadline = %v, want within 200ms less the margin", d)
+	if d := got["reviews"]; d <= 0 || d > 3*time.Second-DefaultDeadlineMargin {
+		t.Errorf("reviews member's deadline under a 3s caller deadline = %v, want within 3s less the margin", d)
 	}
 
 	// topics version 2 never answers: its member overruns its share.
