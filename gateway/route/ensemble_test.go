@@ -185,3 +185,17 @@ func TestEnsembleMemberVersionStatus(t *testing.T) {
 		t.Errorf("Ensembles() = %v", got)
 	}
 }
+
+func TestEnsembleRequirements(t *testing.T) {
+	y := ensBase + "ensembles:\n  e: {combiner: each, members: [{model: topics, version: 6}, {model: reviews, version: 1}, {model: reviews, name: c, label: canary}]}\n"
+	reqs, _ := mustParse(t, y).Requirements()
+	var got []string
+	for _, r := range reqs {
+		if strings.HasPrefix(r.Reason, "ensemble") {
+			got = append(got, fmt.Sprintf("%s/%d %s", r.Key.Model, r.Key.Version, r.Reason))
+		}
+	}
+	if want := "topics/6 ensemble e member topics"; len(got) != 1 || got[0] != want {
+		t.Errorf("ensemble requirements = %v, want only [%s] (the others are named by their models)", got, want)
+	}
+}
