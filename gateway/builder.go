@@ -129,7 +129,7 @@ func (b *builder) reload() error {
 
 // apply parses, validates and publishes data. Called with reloadMu held.
 func (b *builder) apply(data []byte) error {
-	cfg, err := route.Parse(b.configPath, data, b.specCheck)
+	cfg, err := route.ParseWith(b.configPath, data, route.Checks{Specs: b.specCheck, Classes: b.classes})
 	if err != nil {
 		return b.fail(err)
 	}
@@ -176,6 +176,38 @@ func (b *builder) specCheck(model string, v int64) error {
 		return err
 	}
 	return preprocess.ErrNoSpec
+}
+
+// classes is route.ClassLister over the store: the class names of a version's
+// scores output, which the members of a mean, weighted_mean or vote ensemble
+// must share.
+func (b *builder) classes(model string, v int64) ([]string, error) {
+	h, ok := b.specs.SpecHash(model, v)
+	if !ok {
+		if err := b.specs.Err(model, v); err != nil {
+			return nil, err
+		}
+		return nil, preprocess.ErrNoSpec
+	}
+	p, err := b.specs.Pipeline(model, v, h)
+	if err != nil {
+		return nil, err
+	}
+	return scoreClasses(p)
+}
+
+// scoreClasses is the class names of p's scores output.
+func scoreClasses(p *preprocess.Pipeline) ([]string, error) {
+	for _, o := range p.Outputs() {
+		if o.Kind != preprocess.OutputScores {
+			continue
+		}
+		if len(o.Labels) == 0 {
+			return nil, fmt.Errorf("its spec's scores output %q names no classes (give it label_names or a labels file)", o.Name)
+		}
+		return o.Labels, nil
+	}
+	return nil, errors.New("its spec has no scores output")
 }
 
 // rebuild builds a snapshot from the current config, specs, readiness and
@@ -274,7 +306,7 @@ func (b *builder) wantMissing(st *buildState, m *route.Model) {
 			b.backends.Want(m.Name, versions[i])
 		}
 	}
-	for _, v := range m.NamedVersions() {
+	for _, v := range append(m.NamedVersions(), st.cfg.MemberVersions(m.Name)...) {
 		if !onHost(v) {
 			b.backends.Want(m.Name, v)
 		}

@@ -42,6 +42,10 @@ var (
 	ErrDeadlineTooShort = errors.New("deadline too short")
 	// ErrShuttingDown: the server is stopping. UNAVAILABLE.
 	ErrShuttingDown = errors.New("gateway shutting down")
+	// ErrEnsembleClasses: the members of a mean, weighted_mean or vote ensemble
+	// answered with different class lists (a spec changed since the config
+	// was checked). FAILED_PRECONDITION.
+	ErrEnsembleClasses = errors.New("ensemble members score different classes")
 )
 
 // Code maps an error from the request path to the gRPC code the caller gets. It is
@@ -53,7 +57,7 @@ func Code(err error) codes.Code {
 	// The gateway's own request checks.
 	case errors.Is(err, ErrBadRequest), errors.Is(err, ErrTooLarge):
 		return codes.InvalidArgument
-	case errors.Is(err, ErrNoSpec):
+	case errors.Is(err, ErrNoSpec), errors.Is(err, ErrEnsembleClasses):
 		return codes.FailedPrecondition
 	case errors.Is(err, ErrVersionNotServed):
 		return codes.NotFound

@@ -30,6 +30,7 @@ func TestCode(t *testing.T) {
 		{"bad request", badRequest("x"), codes.InvalidArgument},
 		{"too large", tooLarge("x"), codes.InvalidArgument},
 		{"no spec", wrap(ErrNoSpec), codes.FailedPrecondition},
+		{"ensemble classes", wrap(ErrEnsembleClasses), codes.FailedPrecondition},
 		{"version not served", wrap(ErrVersionNotServed), codes.NotFound},
 		{"spec pending", wrap(ErrSpecPending), codes.Unavailable},
 		{"shutting down", ErrShuttingDown, codes.Unavailable},

@@ -19,6 +19,10 @@ func (s *Server) ListRoutes(ctx context.Context, req *tfgatev1.ListRoutesRequest
 		LastReloadError:  s.builder.lastReloadError(),
 	}
 	if name := req.GetModel(); name != "" {
+		if e, ok := snap.routes.Ensemble(name); ok {
+			resp.Ensembles = []*tfgatev1.EnsembleRoutes{describeEnsemble(e)}
+			return resp, nil
+		}
 		m, ok := snap.routes.Model(name)
 		if !ok {
 			return nil, toStatus(&route.RouteError{Model: name, Reason: "it is not in the routing config; call ListRoutes with no model to list them", Err: route.ErrUnknownModel})
@@ -31,6 +35,9 @@ func (s *Server) ListRoutes(ctx context.Context, req *tfgatev1.ListRoutesRequest
 		d := describe(snap, m)
 		d.Shadow = s.shadows.describe(s, snap, m.Name)
 		resp.Models = append(resp.Models, d)
+	}
+	for _, e := range snap.routes.Ensembles() {
+		resp.Ensembles = append(resp.Ensembles, describeEnsemble(e))
 	}
 	return resp, nil
 }

@@ -59,7 +59,9 @@ type Options struct {
 	// MeterProvider; nil is a no-op.
 	MeterProvider metric.MeterProvider
 	// TracerProvider; nil is a no-op. Predict records the spans tfgate.route,
-	// tfgate.preprocess, tfgate.batch_wait (batching) and tfgate.backend.
+	// tfgate.preprocess, tfgate.batch_wait (batching) and tfgate.backend; on an
+	// ensemble, those of each member under tfgate.ensemble.member, all under
+	// tfgate.ensemble.
 	TracerProvider trace.TracerProvider
 	// Rand drives keyless arm assignment. Default: math/rand/v2.Uint64.
 	Rand func() uint64
@@ -94,9 +96,10 @@ type Server struct {
 	reg     metric.Registration
 	builder *builder
 	group   *batching.Group
-	shadows shadows    // shadow.go
-	cold    *coldStart // with placement on (coldstart.go); nil otherwise
-	placer  *placer    // with placement on (placement.go); nil otherwise
+	shadows shadows          // shadow.go
+	ens     *ensembleMetrics // ensemble.go
+	cold    *coldStart       // with placement on (coldstart.go); nil otherwise
+	placer  *placer          // with placement on (placement.go); nil otherwise
 }
 
 // New loads and validates the routing config (failing if it is invalid), builds
@@ -132,6 +135,9 @@ func New(opts Options) (*Server, error) {
 	})
 	s.builder = newBuilder(s.opts, &s.stats, s.group.Retain)
 	reg, err := s.stats.register(opts.MeterProvider)
+	if err == nil {
+		s.ens, err = newEnsembleMetrics(opts.MeterProvider)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("gateway: metrics: %w", err)
 	}
@@ -164,9 +170,13 @@ func (s *Server) Predict(ctx context.Context, req *tfgatev1.PredictRequest) (*tf
 // serve is Predict for a request that may have failed to decode (decodeErr, from
 // [predictHandler]).
 func (s *Server) serve(ctx context.Context, req *tfgatev1.PredictRequest, decodeErr error) (*tfgatev1.PredictResponse, error) {
+	snap := s.builder.current() // one snapshot for the whole request
+	if e, ok := snap.routes.Ensemble(req.GetModel()); ok && decodeErr == nil {
+		return s.serveEnsemble(ctx, snap, req, e) // ensemble.go
+	}
 	var x exposed
 	x.start(s)
-	resp, err := s.predict(ctx, req, decodeErr, &x.route)
+	resp, err := s.predict(ctx, snap, req, decodeErr, &x.route)
 	if err != nil {
 		st := toStatus(err)
 		s.stats.request(status.Code(st))
@@ -178,12 +188,12 @@ func (s *Server) serve(ctx context.Context, req *tfgatev1.PredictRequest, decode
 	return resp, nil
 }
 
-// predict serves req; once the target resolves it sets *out to the route.
-func (s *Server) predict(ctx context.Context, req *tfgatev1.PredictRequest, decodeErr error, out *route.Route) (*tfgatev1.PredictResponse, error) {
+// predict serves req from snap; once the target resolves it sets *out to the
+// route. An ensemble's members each go through it (ensemble.go).
+func (s *Server) predict(ctx context.Context, snap *snapshot, req *tfgatev1.PredictRequest, decodeErr error, out *route.Route) (*tfgatev1.PredictResponse, error) {
 	if err := decodeErr; err != nil {
 		return nil, badRequest("the request could not be decoded (%v); every string field (model, label, routing_key, text, feature names and values) must be valid UTF-8 — send arbitrary bytes as a DT_STRING tensor in raw_inputs", err)
 	}
-	snap := s.builder.current() // one snapshot for the whole request
 	cfg := snap.routes.Config
 	if err := checkRequest(req, cfg.Limits); err != nil {
 		return nil, err

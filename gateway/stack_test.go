@@ -44,12 +44,15 @@ type stackOpts struct {
 	// versions of "reviews" (text-classifier) to write; servingsim serves servedVersions (all when nil).
 	versions       []int64
 	servedVersions []int64
-	routes         string // the models: section
-	maxRecv        int
-	cost           model.Cost // simulated compute cost of every version
-	wrap           func(Backends) Backends
-	serverOptions  []grpc.ServerOption     // added to the gateway's gRPC server's
-	run            func(*RunConfig, *Deps) // last changes to what Run gets
+	// textModels are more text-classifier models beside "reviews" (and
+	// "churn"), each with the same versions, every one served.
+	textModels    []string
+	routes        string // the models: section
+	maxRecv       int
+	cost          model.Cost // simulated compute cost of every version
+	wrap          func(Backends) Backends
+	serverOptions []grpc.ServerOption     // added to the gateway's gRPC server's
+	run           func(*RunConfig, *Deps) // last changes to what Run gets
 }
 
 // writeVersions exports model versions with modelgen; seeds differ per version so
@@ -76,7 +79,7 @@ func writeVersionsAt(t testing.TB, dir string, v int64) {
 	}
 }
 
-func servingConfig(root string, served []int64) string {
+func servingConfig(root string, served []int64, textModels ...string) string {
 	policy := "all {}"
 	if served != nil {
 		var vs []string
@@ -85,11 +88,15 @@ func servingConfig(root string, served []int64) string {
 		}
 		policy = "specific { " + strings.Join(vs, " ") + " }"
 	}
+	var more strings.Builder
+	for _, m := range textModels {
+		fmt.Fprintf(&more, "  config { name: %q base_path: %q model_platform: \"tensorflow\" model_version_policy { all {} } }\n", m, filepath.Join(root, m))
+	}
 	return fmt.Sprintf(`model_config_list {
   config { name: "reviews" base_path: %q model_platform: "tensorflow" model_version_policy { %s } }
   config { name: "churn" base_path: %q model_platform: "tensorflow" model_version_policy { all {} } }
-}
-`, filepath.Join(root, "reviews"), policy, filepath.Join(root, "churn"))
+%s}
+`, filepath.Join(root, "reviews"), policy, filepath.Join(root, "churn"), more.String())
 }
 
 func routingConfig(simAddr, models string) string {
@@ -127,8 +134,11 @@ func startStack(t *testing.T, o stackOpts) *stack {
 	root := t.TempDir()
 	writeVersions(t, root, "reviews", model.KindTextClassifier, o.cost, o.versions...)
 	writeVersions(t, root, "churn", model.KindLinear, model.Cost{}, 1)
+	for _, m := range o.textModels {
+		writeVersions(t, root, m, model.KindTextClassifier, o.cost, o.versions...)
+	}
 	mcf := filepath.Join(root, "models.config")
-	if err := os.WriteFile(mcf, []byte(servingConfig(root, o.servedVersions)), 0o644); err != nil {
+	if err := os.WriteFile(mcf, []byte(servingConfig(root, o.servedVersions, o.textModels...)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	sc := servingsim.DefaultConfig()

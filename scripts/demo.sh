@@ -207,6 +207,12 @@ info "latest:    $("$BIN/loadtest" predict --target tfserving --addr "127.0.0.1:
 if [ $HAVE_GATEWAY = 1 ] && [ $HAVE_CONSUL = 1 ]; then
   if [ "${DEMO_FLEET_ONLY:-0}" != 1 ]; then
     stage_gateway
+    # Ensemble (issue 19): textclf-ensemble (deploy/local/routing.yaml.tmpl) is versions 1
+    # and 2 in one Predict; print the mean of their scores, then each version's own.
+    say "Predict on the ensemble textclf-ensemble: both versions in one call, combined (mean) and per member"
+    "$BIN/loadtest" predict --addr "$GW_ADDR" --workload "$WL_DEMO" --model textclf-ensemble \
+      --text "the delivery was late but the support team was great" | while IFS= read -r line; do info "$line"; done ||
+      { info "ensemble Predict failed (see above)"; DEMO_FAILED=1; }
     [ "$DEMO_MODE" = up ] || stage_experiment
   fi
   if [ "$DEMO_MODE" != up ] && [ $HAVE_MODELSYNC = 1 ] && [ $HAVE_FAUXQS = 1 ] && [ "${DEMO_FLEET:-1}" = 1 ]; then

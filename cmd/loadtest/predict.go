@@ -89,16 +89,12 @@ func predictCmd(ctx context.Context, args []string) error {
 			fmt.Println(protojson.Format(resp))
 			return nil
 		}
-		fmt.Printf("model=%s version=%d arm=%q experiment=%q route=%s", resp.GetModel(), resp.GetVersion(), resp.GetArm(), resp.GetExperiment(), resp.GetRoute())
-		for i, p := range resp.GetPredictions() {
-			best, bestScore := "", float32(-1)
-			for _, s := range p.GetScores() {
-				if s.GetScore() > bestScore {
-					best, bestScore = s.GetLabel(), s.GetScore()
-				}
-			}
-			fmt.Printf(" [%d] top=%s %.4f", i, best, bestScore)
+		if e := resp.GetEnsemble(); e != nil {
+			printEnsemble(resp, e)
+			return nil
 		}
+		fmt.Printf("model=%s version=%d arm=%q experiment=%q route=%s", resp.GetModel(), resp.GetVersion(), resp.GetArm(), resp.GetExperiment(), resp.GetRoute())
+		printTop(resp.GetPredictions())
 		fmt.Println()
 	case "tfserving":
 		resp, err := servingpb.NewPredictionServiceClient(cc).Predict(ctx, target.TFServingRequest(r, ""))
@@ -129,4 +125,34 @@ func predictCmd(ctx context.Context, args []string) error {
 		return fmt.Errorf("--target %q: want gateway or tfserving", *kind)
 	}
 	return nil
+}
+
+// printTop prints each prediction's best class and score.
+func printTop(preds []*tfgatev1.Prediction) {
+	for i, p := range preds {
+		best, bestScore := "", float32(-1)
+		for _, s := range p.GetScores() {
+			if s.GetScore() > bestScore {
+				best, bestScore = s.GetLabel(), s.GetScore()
+			}
+		}
+		fmt.Printf(" [%d] top=%s %.4f", i, best, bestScore)
+	}
+}
+
+// printEnsemble prints an ensemble's combined predictions, then one line per
+// member: what served it and its own predictions, or why it failed.
+func printEnsemble(resp *tfgatev1.PredictResponse, e *tfgatev1.EnsembleResult) {
+	fmt.Printf("ensemble=%s combiner=%s partial=%v combined:", e.GetName(), e.GetCombiner(), e.GetPartial())
+	printTop(resp.GetPredictions())
+	fmt.Println()
+	for _, m := range e.GetMembers() {
+		fmt.Printf("  member=%s model=%s version=%d arm=%q", m.GetMember(), m.GetModel(), m.GetVersion(), m.GetArm())
+		if m.GetCode() != 0 {
+			fmt.Printf(" failed: %s\n", m.GetError())
+			continue
+		}
+		printTop(m.GetPredictions())
+		fmt.Println()
+	}
 }

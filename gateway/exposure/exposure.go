@@ -105,6 +105,9 @@ type Record struct {
 	// (Experiment and Arm only for an experiment route).
 	Model, Experiment, Arm string
 	Version                int64
+	// Ensemble is set when the call was an ensemble's member call: the
+	// ensemble's name (then there is one record per member).
+	Ensemble string
 	// Route is how the version was chosen: version, label, experiment or default.
 	Route string
 	// Label is the label resolved (label and default-label routes).
@@ -369,6 +372,7 @@ type Line struct {
 	RequestID  string  `json:"request_id,omitempty"`
 	TraceID    string  `json:"trace_id,omitempty"`
 	Model      string  `json:"model"`
+	Ensemble   string  `json:"ensemble,omitempty"`
 	Experiment string  `json:"experiment,omitempty"`
 	Arm        string  `json:"arm,omitempty"`
 	Version    int64   `json:"version"`
@@ -388,7 +392,7 @@ func (w *writer) add(r Record) {
 	x := &w.wire
 	*x = Line{
 		Time: r.Time.UTC().Format(time.RFC3339Nano), RequestID: r.RequestID,
-		Model: r.Model, Experiment: r.Experiment, Arm: r.Arm, Version: r.Version,
+		Model: r.Model, Ensemble: r.Ensemble, Experiment: r.Experiment, Arm: r.Arm, Version: r.Version,
 		Route: r.Route, Label: r.Label, Code: r.Code.String(),
 		LatencyMS: float64(r.Latency.Microseconds()) / 1000,
 	}

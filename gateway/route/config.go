@@ -51,6 +51,9 @@ type Config struct {
 	Limits Limits `yaml:"limits"`
 	// Models by name. Required: at least one.
 	Models map[string]*Model `yaml:"models"`
+	// Ensembles by name: names callers use like models, each calling several
+	// models and combining their outputs (ensemble.go). Default: none.
+	Ensembles map[string]*Ensemble `yaml:"ensembles"`
 	// Placement is the placement policy and the gateway's cold-start settings
 	// (placement.go), used with --placement. Default: every default.
 	Placement Placement `yaml:"placement"`
@@ -61,6 +64,7 @@ type Config struct {
 	Hash uint64 `yaml:"-"`
 
 	knownPools map[string]bool
+	pinned     map[string][]int64 // MemberVersions
 }
 
 // Defaults are per-model settings inherited by models that leave them unset.
@@ -243,16 +247,27 @@ type SpecChecker func(model string, version int64) error
 // Load reads and parses the config file at path. specs may be nil to skip the
 // preprocessing checks.
 func Load(path string, specs SpecChecker) (*Config, error) {
+	return LoadWith(path, Checks{Specs: specs})
+}
+
+// LoadWith is Load with every check of [Checks].
+func LoadWith(path string, ck Checks) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read routing config: %w", err)
 	}
-	return Parse(path, b, specs)
+	return ParseWith(path, b, ck)
 }
 
 // Parse decodes data (named file in messages) over the defaults, rejecting unknown
 // fields, and validates it; see [Config.Validate]. specs may be nil.
 func Parse(file string, data []byte, specs SpecChecker) (*Config, error) {
+	return ParseWith(file, data, Checks{Specs: specs})
+}
+
+// ParseWith is Parse with every check of [Checks] (the class lists of
+// ensembles' members besides the specs).
+func ParseWith(file string, data []byte, ck Checks) (*Config, error) {
 	c := &Config{File: file, Hash: Hash(data)}
 	c.Defaults.Timeout = Duration{Raw: DefaultTimeout.String(), D: DefaultTimeout}
 	c.Limits = Limits{
@@ -302,13 +317,15 @@ func Parse(file string, data []byte, specs SpecChecker) (*Config, error) {
 			strictDecode(v, &c.Limits, "limits: ", report)
 		case "models":
 			c.Models = decodeModels(v, report)
+		case "ensembles":
+			c.Ensembles = decodeEnsembles(v, report)
 		case "placement":
 			strictDecode(v, &c.Placement, "placement: ", report)
 		default:
-			ve.add("", "line %d: unknown top-level field %q (known: backends, defaults, limits, models, placement)", k.Line, k.Value)
+			ve.add("", "line %d: unknown top-level field %q (known: backends, defaults, ensembles, limits, models, placement)", k.Line, k.Value)
 		}
 	}
-	c.validate(ve, specs)
+	c.validate(ve, ck)
 	c.finishPlacement(ve)
 	if len(ve.Problems) > 0 {
 		return nil, ve
@@ -345,7 +362,7 @@ func decodeModels(n *yaml.Node, report func(string)) map[string]*Model {
 // DefaultVersion, Version.N, Duration.D, pools and timeouts from defaults, salts).
 func (c *Config) Validate() error {
 	ve := &ValidationError{File: c.File}
-	c.validate(ve, nil)
+	c.validate(ve, Checks{})
 	if len(ve.Problems) > 0 {
 		return ve
 	}

@@ -2,6 +2,7 @@ package route
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tfgate/tfgate/placement"
@@ -156,8 +157,8 @@ func (c *Config) finishPlacement(ve *ValidationError) {
 }
 
 // Requirements are the versions this config needs resident, for the placement
-// controller: every version a default, label or experiment arm names, and the
-// pins; and each model's pool (its first).
+// controller: every version a default, label or experiment arm names, every
+// version an ensemble member pins, and the pins; and each model's pool (its first).
 func (c *Config) Requirements() ([]placement.Requirement, map[string]string) {
 	var reqs []placement.Requirement
 	pools := make(map[string]string, len(c.Models))
@@ -168,6 +169,13 @@ func (c *Config) Requirements() ([]placement.Requirement, map[string]string) {
 		}
 		for _, v := range m.NamedVersions() {
 			reqs = append(reqs, placement.Requirement{Key: placement.Key{Model: name, Version: v}, Reason: m.reason(v)})
+		}
+	}
+	for _, en := range c.EnsembleNames() {
+		for _, mb := range c.Ensembles[en].Members {
+			if v := mb.Version.N; v > 0 && !slices.Contains(c.Models[mb.Model].NamedVersions(), v) {
+				reqs = append(reqs, placement.Requirement{Key: placement.Key{Model: mb.Model, Version: v}, Reason: "ensemble " + en + " member " + mb.Name})
+			}
 		}
 	}
 	for _, pin := range c.Placement.Pins {

@@ -154,9 +154,10 @@ type Snapshot struct {
 	// Generation counts successful config loads.
 	Generation uint64
 	// Config is the config the snapshot was built from.
-	Config *Config
-	models map[string]*ModelRoutes
-	rand   func() uint64
+	Config    *Config
+	models    map[string]*ModelRoutes
+	ensembles map[string]*EnsembleRoutes
+	rand      func() uint64
 }
 
 // BuildOptions tune [Build].
@@ -172,12 +173,20 @@ func Build(cfg *Config, st State, gen uint64, opts BuildOptions) *Snapshot {
 		s.rand = rand.Uint64
 	}
 	for name, m := range cfg.Models {
-		s.models[name] = buildModel(m, st)
+		s.models[name] = buildModel(m, st, cfg.MemberVersions(name))
+	}
+	if len(cfg.Ensembles) > 0 {
+		s.ensembles = make(map[string]*EnsembleRoutes, len(cfg.Ensembles))
+		for name, e := range cfg.Ensembles {
+			s.ensembles[name] = buildEnsemble(e, s.models)
+		}
 	}
 	return s
 }
 
-func buildModel(m *Model, st State) *ModelRoutes {
+// buildModel precomputes m's routes; pinned are versions ensemble members pin,
+// whose status is listed with the others.
+func buildModel(m *Model, st State, pinned []int64) *ModelRoutes {
 	mr := &ModelRoutes{
 		Name:    m.Name,
 		Pools:   m.Pools,
@@ -259,6 +268,9 @@ func buildModel(m *Model, st State) *ModelRoutes {
 		mr.def.err = &RouteError{Model: m.Name, Reason: "the request names no version or label, and the model has no default or experiment; name a version or one of its labels", Err: ErrNoDefaultRoute}
 	}
 	for _, v := range st.Versions(m.Name) {
+		status(v)
+	}
+	for _, v := range pinned {
 		status(v)
 	}
 	mr.Versions = make([]VersionStatus, 0, len(vs))

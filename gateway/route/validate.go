@@ -13,7 +13,8 @@ import (
 	"unicode"
 )
 
-func (c *Config) validate(ve *ValidationError, specs SpecChecker) {
+func (c *Config) validate(ve *ValidationError, ck Checks) {
+	specs := ck.Specs
 	if err := c.Defaults.Timeout.parse(); err != nil {
 		ve.add("", "defaults.timeout: %v", err)
 	}
@@ -62,6 +63,7 @@ func (c *Config) validate(ve *ValidationError, specs SpecChecker) {
 		m.Name = name
 		c.validateModel(ve, m, specs)
 	}
+	c.validateEnsembles(ve, ck)
 }
 
 func (c *Config) validateModel(ve *ValidationError, m *Model, specs SpecChecker) {

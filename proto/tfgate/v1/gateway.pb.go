@@ -39,6 +39,9 @@ const (
 	RouteKind_ROUTE_KIND_EXPERIMENT RouteKind = 3
 	// ROUTE_KIND_DEFAULT: the model's default version or label.
 	RouteKind_ROUTE_KIND_DEFAULT RouteKind = 4
+	// ROUTE_KIND_ENSEMBLE: the name is an ensemble's; each member has its own
+	// route (PredictResponse.ensemble).
+	RouteKind_ROUTE_KIND_ENSEMBLE RouteKind = 5
 )
 
 // Enum value maps for RouteKind.
@@ -49,6 +52,7 @@ var (
 		2: "ROUTE_KIND_LABEL",
 		3: "ROUTE_KIND_EXPERIMENT",
 		4: "ROUTE_KIND_DEFAULT",
+		5: "ROUTE_KIND_ENSEMBLE",
 	}
 	RouteKind_value = map[string]int32{
 		"ROUTE_KIND_UNSPECIFIED": 0,
@@ -56,6 +60,7 @@ var (
 		"ROUTE_KIND_LABEL":       2,
 		"ROUTE_KIND_EXPERIMENT":  3,
 		"ROUTE_KIND_DEFAULT":     4,
+		"ROUTE_KIND_ENSEMBLE":    5,
 	}
 )
 
@@ -89,7 +94,10 @@ func (RouteKind) EnumDescriptor() ([]byte, []int) {
 // PredictRequest is one prediction call for one or more instances.
 type PredictRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// model is the model's name in the routing config. Required.
+	// model is the model's name in the routing config, or an ensemble's.
+	// Required. An ensemble takes typed instances only, and no version or
+	// label: each member's route is set in the routing config; routing_key,
+	// signature_name and top_k apply to every member.
 	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
 	// target selects the version. Unset means the model's default route: its
 	// running experiment, else its default version or label.
@@ -312,7 +320,12 @@ type PredictResponse struct {
 	// predictions, one per instance, in request order.
 	Predictions []*Prediction `protobuf:"bytes,6,rep,name=predictions,proto3" json:"predictions,omitempty"`
 	// raw_outputs are the backend's output tensors for raw_inputs requests.
-	RawOutputs    map[string]*tensorflow.TensorProto `protobuf:"bytes,7,rep,name=raw_outputs,json=rawOutputs,proto3" json:"raw_outputs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	RawOutputs map[string]*tensorflow.TensorProto `protobuf:"bytes,7,rep,name=raw_outputs,json=rawOutputs,proto3" json:"raw_outputs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// ensemble is set when model names an ensemble: then model is the
+	// ensemble's name, version is 0, route is ROUTE_KIND_ENSEMBLE, predictions
+	// are the combined ones (none for combiner "each") and every member's
+	// model, version, arm and predictions are here.
+	Ensemble      *EnsembleResult `protobuf:"bytes,8,opt,name=ensemble,proto3" json:"ensemble,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -396,6 +409,221 @@ func (x *PredictResponse) GetRawOutputs() map[string]*tensorflow.TensorProto {
 	return nil
 }
 
+func (x *PredictResponse) GetEnsemble() *EnsembleResult {
+	if x != nil {
+		return x.Ensemble
+	}
+	return nil
+}
+
+// EnsembleResult is what each member of an ensemble answered.
+type EnsembleResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// combiner is "mean", "weighted_mean", "vote" or "each".
+	Combiner string `protobuf:"bytes,2,opt,name=combiner,proto3" json:"combiner,omitempty"`
+	// partial is true when some member failed and the ensemble's min_members
+	// let the others answer; the combination is over the members that answered.
+	Partial bool `protobuf:"varint,3,opt,name=partial,proto3" json:"partial,omitempty"`
+	// members in the routing config's order.
+	Members       []*MemberResult `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnsembleResult) Reset() {
+	*x = EnsembleResult{}
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnsembleResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnsembleResult) ProtoMessage() {}
+
+func (x *EnsembleResult) ProtoReflect() protoreflect.Message {
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnsembleResult.ProtoReflect.Descriptor instead.
+func (*EnsembleResult) Descriptor() ([]byte, []int) {
+	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *EnsembleResult) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *EnsembleResult) GetCombiner() string {
+	if x != nil {
+		return x.Combiner
+	}
+	return ""
+}
+
+func (x *EnsembleResult) GetPartial() bool {
+	if x != nil {
+		return x.Partial
+	}
+	return false
+}
+
+func (x *EnsembleResult) GetMembers() []*MemberResult {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// MemberResult is one ensemble member's call: what served it (log it as the
+// member's exposure) and what it answered, or why it failed.
+type MemberResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// member is the member's name in the ensemble (by default its model's).
+	Member  string `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	Model   string `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	Version int64  `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	// arm and experiment: the member model's experiment arm, when one chose
+	// the version (sticky by the request's routing_key, as for a direct call).
+	Arm        string    `protobuf:"bytes,4,opt,name=arm,proto3" json:"arm,omitempty"`
+	Experiment string    `protobuf:"bytes,5,opt,name=experiment,proto3" json:"experiment,omitempty"`
+	Route      RouteKind `protobuf:"varint,6,opt,name=route,proto3,enum=tfgate.v1.RouteKind" json:"route,omitempty"`
+	// weight as configured.
+	Weight float64 `protobuf:"fixed64,7,opt,name=weight,proto3" json:"weight,omitempty"`
+	// predictions, one per instance: the member's own, as a direct call to its
+	// model would return them.
+	Predictions []*Prediction `protobuf:"bytes,8,rep,name=predictions,proto3" json:"predictions,omitempty"`
+	// code is the member call's gRPC status code (0 OK); error says why it
+	// failed, empty when it answered.
+	Code  int32  `protobuf:"varint,9,opt,name=code,proto3" json:"code,omitempty"`
+	Error string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	// latency_ms is the member call's duration in the gateway.
+	LatencyMs     float64 `protobuf:"fixed64,11,opt,name=latency_ms,json=latencyMs,proto3" json:"latency_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberResult) Reset() {
+	*x = MemberResult{}
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberResult) ProtoMessage() {}
+
+func (x *MemberResult) ProtoReflect() protoreflect.Message {
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberResult.ProtoReflect.Descriptor instead.
+func (*MemberResult) Descriptor() ([]byte, []int) {
+	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *MemberResult) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *MemberResult) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *MemberResult) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *MemberResult) GetArm() string {
+	if x != nil {
+		return x.Arm
+	}
+	return ""
+}
+
+func (x *MemberResult) GetExperiment() string {
+	if x != nil {
+		return x.Experiment
+	}
+	return ""
+}
+
+func (x *MemberResult) GetRoute() RouteKind {
+	if x != nil {
+		return x.Route
+	}
+	return RouteKind_ROUTE_KIND_UNSPECIFIED
+}
+
+func (x *MemberResult) GetWeight() float64 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *MemberResult) GetPredictions() []*Prediction {
+	if x != nil {
+		return x.Predictions
+	}
+	return nil
+}
+
+func (x *MemberResult) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *MemberResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *MemberResult) GetLatencyMs() float64 {
+	if x != nil {
+		return x.LatencyMs
+	}
+	return 0
+}
+
 // Prediction is the typed output for one instance.
 type Prediction struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -414,7 +642,7 @@ type Prediction struct {
 
 func (x *Prediction) Reset() {
 	*x = Prediction{}
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[3]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -426,7 +654,7 @@ func (x *Prediction) String() string {
 func (*Prediction) ProtoMessage() {}
 
 func (x *Prediction) ProtoReflect() protoreflect.Message {
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[3]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -439,7 +667,7 @@ func (x *Prediction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Prediction.ProtoReflect.Descriptor instead.
 func (*Prediction) Descriptor() ([]byte, []int) {
-	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{3}
+	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Prediction) GetScores() []*ClassScore {
@@ -485,7 +713,7 @@ type ClassScore struct {
 
 func (x *ClassScore) Reset() {
 	*x = ClassScore{}
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[4]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +725,7 @@ func (x *ClassScore) String() string {
 func (*ClassScore) ProtoMessage() {}
 
 func (x *ClassScore) ProtoReflect() protoreflect.Message {
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[4]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +738,7 @@ func (x *ClassScore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClassScore.ProtoReflect.Descriptor instead.
 func (*ClassScore) Descriptor() ([]byte, []int) {
-	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{4}
+	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ClassScore) GetIndex() int32 {
@@ -544,7 +772,7 @@ type ListRoutesRequest struct {
 
 func (x *ListRoutesRequest) Reset() {
 	*x = ListRoutesRequest{}
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[5]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -556,7 +784,7 @@ func (x *ListRoutesRequest) String() string {
 func (*ListRoutesRequest) ProtoMessage() {}
 
 func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[5]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -569,7 +797,7 @@ func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoutesRequest.ProtoReflect.Descriptor instead.
 func (*ListRoutesRequest) Descriptor() ([]byte, []int) {
-	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{5}
+	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListRoutesRequest) GetModel() string {
@@ -593,13 +821,16 @@ type ListRoutesResponse struct {
 	// last_reload_error is the most recent failed reload's error, empty when the
 	// last reload succeeded.
 	LastReloadError string `protobuf:"bytes,5,opt,name=last_reload_error,json=lastReloadError,proto3" json:"last_reload_error,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// ensembles, sorted by name (the one asked for when model names an
+	// ensemble; then models is empty).
+	Ensembles     []*EnsembleRoutes `protobuf:"bytes,6,rep,name=ensembles,proto3" json:"ensembles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListRoutesResponse) Reset() {
 	*x = ListRoutesResponse{}
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[6]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -611,7 +842,7 @@ func (x *ListRoutesResponse) String() string {
 func (*ListRoutesResponse) ProtoMessage() {}
 
 func (x *ListRoutesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[6]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -624,7 +855,7 @@ func (x *ListRoutesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoutesResponse.ProtoReflect.Descriptor instead.
 func (*ListRoutesResponse) Descriptor() ([]byte, []int) {
-	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{6}
+	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListRoutesResponse) GetModels() []*ModelRoutes {
@@ -662,6 +893,198 @@ func (x *ListRoutesResponse) GetLastReloadError() string {
 	return ""
 }
 
+func (x *ListRoutesResponse) GetEnsembles() []*EnsembleRoutes {
+	if x != nil {
+		return x.Ensembles
+	}
+	return nil
+}
+
+// EnsembleRoutes is one ensemble's members and whether they can take traffic.
+type EnsembleRoutes struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// combiner is "mean", "weighted_mean", "vote" or "each".
+	Combiner string `protobuf:"bytes,2,opt,name=combiner,proto3" json:"combiner,omitempty"`
+	// min_members must answer for the call to succeed; equal to the number of
+	// members under require_all.
+	MinMembers uint32 `protobuf:"varint,3,opt,name=min_members,json=minMembers,proto3" json:"min_members,omitempty"`
+	RequireAll bool   `protobuf:"varint,4,opt,name=require_all,json=requireAll,proto3" json:"require_all,omitempty"`
+	// timeout_ms bounds the whole call.
+	TimeoutMs float64           `protobuf:"fixed64,5,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	Members   []*EnsembleMember `protobuf:"bytes,6,rep,name=members,proto3" json:"members,omitempty"`
+	// routable: at least min_members members are routable now.
+	Routable      bool `protobuf:"varint,7,opt,name=routable,proto3" json:"routable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnsembleRoutes) Reset() {
+	*x = EnsembleRoutes{}
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnsembleRoutes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnsembleRoutes) ProtoMessage() {}
+
+func (x *EnsembleRoutes) ProtoReflect() protoreflect.Message {
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnsembleRoutes.ProtoReflect.Descriptor instead.
+func (*EnsembleRoutes) Descriptor() ([]byte, []int) {
+	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *EnsembleRoutes) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *EnsembleRoutes) GetCombiner() string {
+	if x != nil {
+		return x.Combiner
+	}
+	return ""
+}
+
+func (x *EnsembleRoutes) GetMinMembers() uint32 {
+	if x != nil {
+		return x.MinMembers
+	}
+	return 0
+}
+
+func (x *EnsembleRoutes) GetRequireAll() bool {
+	if x != nil {
+		return x.RequireAll
+	}
+	return false
+}
+
+func (x *EnsembleRoutes) GetTimeoutMs() float64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *EnsembleRoutes) GetMembers() []*EnsembleMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *EnsembleRoutes) GetRoutable() bool {
+	if x != nil {
+		return x.Routable
+	}
+	return false
+}
+
+// EnsembleMember is one member's route and routability.
+type EnsembleMember struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Member string                 `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	Model  string                 `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	// route is "version 7", "label \"stable\"" or "default route".
+	Route    string  `protobuf:"bytes,3,opt,name=route,proto3" json:"route,omitempty"`
+	Weight   float64 `protobuf:"fixed64,4,opt,name=weight,proto3" json:"weight,omitempty"`
+	Routable bool    `protobuf:"varint,5,opt,name=routable,proto3" json:"routable,omitempty"`
+	// reason says why not routable; empty when routable.
+	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnsembleMember) Reset() {
+	*x = EnsembleMember{}
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnsembleMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnsembleMember) ProtoMessage() {}
+
+func (x *EnsembleMember) ProtoReflect() protoreflect.Message {
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnsembleMember.ProtoReflect.Descriptor instead.
+func (*EnsembleMember) Descriptor() ([]byte, []int) {
+	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *EnsembleMember) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *EnsembleMember) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *EnsembleMember) GetRoute() string {
+	if x != nil {
+		return x.Route
+	}
+	return ""
+}
+
+func (x *EnsembleMember) GetWeight() float64 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *EnsembleMember) GetRoutable() bool {
+	if x != nil {
+		return x.Routable
+	}
+	return false
+}
+
+func (x *EnsembleMember) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // ModelRoutes is one model's routing state.
 type ModelRoutes struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -685,7 +1108,7 @@ type ModelRoutes struct {
 
 func (x *ModelRoutes) Reset() {
 	*x = ModelRoutes{}
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[7]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -697,7 +1120,7 @@ func (x *ModelRoutes) String() string {
 func (*ModelRoutes) ProtoMessage() {}
 
 func (x *ModelRoutes) ProtoReflect() protoreflect.Message {
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[7]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -710,7 +1133,7 @@ func (x *ModelRoutes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelRoutes.ProtoReflect.Descriptor instead.
 func (*ModelRoutes) Descriptor() ([]byte, []int) {
-	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{7}
+	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ModelRoutes) GetModel() string {
@@ -784,7 +1207,7 @@ type Shadow struct {
 
 func (x *Shadow) Reset() {
 	*x = Shadow{}
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[8]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -796,7 +1219,7 @@ func (x *Shadow) String() string {
 func (*Shadow) ProtoMessage() {}
 
 func (x *Shadow) ProtoReflect() protoreflect.Message {
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[8]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -809,7 +1232,7 @@ func (x *Shadow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shadow.ProtoReflect.Descriptor instead.
 func (*Shadow) Descriptor() ([]byte, []int) {
-	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{8}
+	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Shadow) GetVersion() int64 {
@@ -857,7 +1280,7 @@ type ShadowComparison struct {
 
 func (x *ShadowComparison) Reset() {
 	*x = ShadowComparison{}
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[9]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +1292,7 @@ func (x *ShadowComparison) String() string {
 func (*ShadowComparison) ProtoMessage() {}
 
 func (x *ShadowComparison) ProtoReflect() protoreflect.Message {
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[9]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +1305,7 @@ func (x *ShadowComparison) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShadowComparison.ProtoReflect.Descriptor instead.
 func (*ShadowComparison) Descriptor() ([]byte, []int) {
-	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{9}
+	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ShadowComparison) GetPrimaryVersion() int64 {
@@ -964,7 +1387,7 @@ type VersionState struct {
 
 func (x *VersionState) Reset() {
 	*x = VersionState{}
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[10]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1399,7 @@ func (x *VersionState) String() string {
 func (*VersionState) ProtoMessage() {}
 
 func (x *VersionState) ProtoReflect() protoreflect.Message {
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[10]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1412,7 @@ func (x *VersionState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionState.ProtoReflect.Descriptor instead.
 func (*VersionState) Descriptor() ([]byte, []int) {
-	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{10}
+	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *VersionState) GetVersion() int64 {
@@ -1043,7 +1466,7 @@ type Experiment struct {
 
 func (x *Experiment) Reset() {
 	*x = Experiment{}
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[11]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1055,7 +1478,7 @@ func (x *Experiment) String() string {
 func (*Experiment) ProtoMessage() {}
 
 func (x *Experiment) ProtoReflect() protoreflect.Message {
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[11]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1068,7 +1491,7 @@ func (x *Experiment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Experiment.ProtoReflect.Descriptor instead.
 func (*Experiment) Descriptor() ([]byte, []int) {
-	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{11}
+	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Experiment) GetName() string {
@@ -1110,7 +1533,7 @@ type Arm struct {
 
 func (x *Arm) Reset() {
 	*x = Arm{}
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[12]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1545,7 @@ func (x *Arm) String() string {
 func (*Arm) ProtoMessage() {}
 
 func (x *Arm) ProtoReflect() protoreflect.Message {
-	mi := &file_tfgate_v1_gateway_proto_msgTypes[12]
+	mi := &file_tfgate_v1_gateway_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1558,7 @@ func (x *Arm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Arm.ProtoReflect.Descriptor instead.
 func (*Arm) Descriptor() ([]byte, []int) {
-	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{12}
+	return file_tfgate_v1_gateway_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Arm) GetName() string {
@@ -1209,7 +1632,7 @@ const file_tfgate_v1_gateway_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a>\n" +
 	"\x10CategoricalEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfd\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb4\x03\n" +
 	"\x0fPredictResponse\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x10\n" +
@@ -1220,10 +1643,32 @@ const file_tfgate_v1_gateway_proto_rawDesc = "" +
 	"\x05route\x18\x05 \x01(\x0e2\x14.tfgate.v1.RouteKindR\x05route\x127\n" +
 	"\vpredictions\x18\x06 \x03(\v2\x15.tfgate.v1.PredictionR\vpredictions\x12K\n" +
 	"\vraw_outputs\x18\a \x03(\v2*.tfgate.v1.PredictResponse.RawOutputsEntryR\n" +
-	"rawOutputs\x1aV\n" +
+	"rawOutputs\x125\n" +
+	"\bensemble\x18\b \x01(\v2\x19.tfgate.v1.EnsembleResultR\bensemble\x1aV\n" +
 	"\x0fRawOutputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12-\n" +
-	"\x05value\x18\x02 \x01(\v2\x17.tensorflow.TensorProtoR\x05value:\x028\x01\"\x9d\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x17.tensorflow.TensorProtoR\x05value:\x028\x01\"\x8d\x01\n" +
+	"\x0eEnsembleResult\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bcombiner\x18\x02 \x01(\tR\bcombiner\x12\x18\n" +
+	"\apartial\x18\x03 \x01(\bR\apartial\x121\n" +
+	"\amembers\x18\x04 \x03(\v2\x17.tfgate.v1.MemberResultR\amembers\"\xce\x02\n" +
+	"\fMemberResult\x12\x16\n" +
+	"\x06member\x18\x01 \x01(\tR\x06member\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x03R\aversion\x12\x10\n" +
+	"\x03arm\x18\x04 \x01(\tR\x03arm\x12\x1e\n" +
+	"\n" +
+	"experiment\x18\x05 \x01(\tR\n" +
+	"experiment\x12*\n" +
+	"\x05route\x18\x06 \x01(\x0e2\x14.tfgate.v1.RouteKindR\x05route\x12\x16\n" +
+	"\x06weight\x18\a \x01(\x01R\x06weight\x127\n" +
+	"\vpredictions\x18\b \x03(\v2\x15.tfgate.v1.PredictionR\vpredictions\x12\x12\n" +
+	"\x04code\x18\t \x01(\x05R\x04code\x12\x14\n" +
+	"\x05error\x18\n" +
+	" \x01(\tR\x05error\x12\x1d\n" +
+	"\n" +
+	"latency_ms\x18\v \x01(\x01R\tlatencyMs\"\x9d\x01\n" +
 	"\n" +
 	"Prediction\x12-\n" +
 	"\x06scores\x18\x01 \x03(\v2\x15.tfgate.v1.ClassScoreR\x06scores\x12*\n" +
@@ -1236,14 +1681,33 @@ const file_tfgate_v1_gateway_proto_rawDesc = "" +
 	"\x05label\x18\x02 \x01(\tR\x05label\x12\x14\n" +
 	"\x05score\x18\x03 \x01(\x02R\x05score\")\n" +
 	"\x11ListRoutesRequest\x12\x14\n" +
-	"\x05model\x18\x01 \x01(\tR\x05model\"\xe7\x01\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\"\xa0\x02\n" +
 	"\x12ListRoutesResponse\x12.\n" +
 	"\x06models\x18\x01 \x03(\v2\x16.tfgate.v1.ModelRoutesR\x06models\x12+\n" +
 	"\x11config_generation\x18\x02 \x01(\x04R\x10configGeneration\x12\x1f\n" +
 	"\vconfig_file\x18\x03 \x01(\tR\n" +
 	"configFile\x12'\n" +
 	"\x0freload_failures\x18\x04 \x01(\x04R\x0ereloadFailures\x12*\n" +
-	"\x11last_reload_error\x18\x05 \x01(\tR\x0flastReloadError\"\x93\x03\n" +
+	"\x11last_reload_error\x18\x05 \x01(\tR\x0flastReloadError\x127\n" +
+	"\tensembles\x18\x06 \x03(\v2\x19.tfgate.v1.EnsembleRoutesR\tensembles\"\xf2\x01\n" +
+	"\x0eEnsembleRoutes\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bcombiner\x18\x02 \x01(\tR\bcombiner\x12\x1f\n" +
+	"\vmin_members\x18\x03 \x01(\rR\n" +
+	"minMembers\x12\x1f\n" +
+	"\vrequire_all\x18\x04 \x01(\bR\n" +
+	"requireAll\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x05 \x01(\x01R\ttimeoutMs\x123\n" +
+	"\amembers\x18\x06 \x03(\v2\x19.tfgate.v1.EnsembleMemberR\amembers\x12\x1a\n" +
+	"\broutable\x18\a \x01(\bR\broutable\"\xa0\x01\n" +
+	"\x0eEnsembleMember\x12\x16\n" +
+	"\x06member\x18\x01 \x01(\tR\x06member\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x12\x14\n" +
+	"\x05route\x18\x03 \x01(\tR\x05route\x12\x16\n" +
+	"\x06weight\x18\x04 \x01(\x01R\x06weight\x12\x1a\n" +
+	"\broutable\x18\x05 \x01(\bR\broutable\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"\x93\x03\n" +
 	"\vModelRoutes\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12#\n" +
 	"\rdefault_route\x18\x02 \x01(\tR\fdefaultRoute\x12:\n" +
@@ -1290,13 +1754,14 @@ const file_tfgate_v1_gateway_proto_rawDesc = "" +
 	"\x06weight\x18\x03 \x01(\x01R\x06weight\x12'\n" +
 	"\x0feffective_share\x18\x04 \x01(\x01R\x0eeffectiveShare\x12\x1a\n" +
 	"\broutable\x18\x05 \x01(\bR\broutable\x12\x16\n" +
-	"\x06reason\x18\x06 \x01(\tR\x06reason*\x88\x01\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason*\xa1\x01\n" +
 	"\tRouteKind\x12\x1a\n" +
 	"\x16ROUTE_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12ROUTE_KIND_VERSION\x10\x01\x12\x14\n" +
 	"\x10ROUTE_KIND_LABEL\x10\x02\x12\x19\n" +
 	"\x15ROUTE_KIND_EXPERIMENT\x10\x03\x12\x16\n" +
-	"\x12ROUTE_KIND_DEFAULT\x10\x042\xf1\x01\n" +
+	"\x12ROUTE_KIND_DEFAULT\x10\x04\x12\x17\n" +
+	"\x13ROUTE_KIND_ENSEMBLE\x10\x052\xf1\x01\n" +
 	"\x0eGatewayService\x12@\n" +
 	"\aPredict\x12\x19.tfgate.v1.PredictRequest\x1a\x1a.tfgate.v1.PredictResponse\x12I\n" +
 	"\n" +
@@ -1316,61 +1781,71 @@ func file_tfgate_v1_gateway_proto_rawDescGZIP() []byte {
 }
 
 var file_tfgate_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tfgate_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_tfgate_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_tfgate_v1_gateway_proto_goTypes = []any{
 	(RouteKind)(0),                 // 0: tfgate.v1.RouteKind
 	(*PredictRequest)(nil),         // 1: tfgate.v1.PredictRequest
 	(*Instance)(nil),               // 2: tfgate.v1.Instance
 	(*PredictResponse)(nil),        // 3: tfgate.v1.PredictResponse
-	(*Prediction)(nil),             // 4: tfgate.v1.Prediction
-	(*ClassScore)(nil),             // 5: tfgate.v1.ClassScore
-	(*ListRoutesRequest)(nil),      // 6: tfgate.v1.ListRoutesRequest
-	(*ListRoutesResponse)(nil),     // 7: tfgate.v1.ListRoutesResponse
-	(*ModelRoutes)(nil),            // 8: tfgate.v1.ModelRoutes
-	(*Shadow)(nil),                 // 9: tfgate.v1.Shadow
-	(*ShadowComparison)(nil),       // 10: tfgate.v1.ShadowComparison
-	(*VersionState)(nil),           // 11: tfgate.v1.VersionState
-	(*Experiment)(nil),             // 12: tfgate.v1.Experiment
-	(*Arm)(nil),                    // 13: tfgate.v1.Arm
-	nil,                            // 14: tfgate.v1.PredictRequest.RawInputsEntry
-	nil,                            // 15: tfgate.v1.Instance.NumericEntry
-	nil,                            // 16: tfgate.v1.Instance.CategoricalEntry
-	nil,                            // 17: tfgate.v1.PredictResponse.RawOutputsEntry
-	nil,                            // 18: tfgate.v1.ModelRoutes.LabelsEntry
-	(*tensorflow.TensorProto)(nil), // 19: tensorflow.TensorProto
-	(*ListPlacementRequest)(nil),   // 20: tfgate.v1.ListPlacementRequest
-	(*ListPlacementResponse)(nil),  // 21: tfgate.v1.ListPlacementResponse
+	(*EnsembleResult)(nil),         // 4: tfgate.v1.EnsembleResult
+	(*MemberResult)(nil),           // 5: tfgate.v1.MemberResult
+	(*Prediction)(nil),             // 6: tfgate.v1.Prediction
+	(*ClassScore)(nil),             // 7: tfgate.v1.ClassScore
+	(*ListRoutesRequest)(nil),      // 8: tfgate.v1.ListRoutesRequest
+	(*ListRoutesResponse)(nil),     // 9: tfgate.v1.ListRoutesResponse
+	(*EnsembleRoutes)(nil),         // 10: tfgate.v1.EnsembleRoutes
+	(*EnsembleMember)(nil),         // 11: tfgate.v1.EnsembleMember
+	(*ModelRoutes)(nil),            // 12: tfgate.v1.ModelRoutes
+	(*Shadow)(nil),                 // 13: tfgate.v1.Shadow
+	(*ShadowComparison)(nil),       // 14: tfgate.v1.ShadowComparison
+	(*VersionState)(nil),           // 15: tfgate.v1.VersionState
+	(*Experiment)(nil),             // 16: tfgate.v1.Experiment
+	(*Arm)(nil),                    // 17: tfgate.v1.Arm
+	nil,                            // 18: tfgate.v1.PredictRequest.RawInputsEntry
+	nil,                            // 19: tfgate.v1.Instance.NumericEntry
+	nil,                            // 20: tfgate.v1.Instance.CategoricalEntry
+	nil,                            // 21: tfgate.v1.PredictResponse.RawOutputsEntry
+	nil,                            // 22: tfgate.v1.ModelRoutes.LabelsEntry
+	(*tensorflow.TensorProto)(nil), // 23: tensorflow.TensorProto
+	(*ListPlacementRequest)(nil),   // 24: tfgate.v1.ListPlacementRequest
+	(*ListPlacementResponse)(nil),  // 25: tfgate.v1.ListPlacementResponse
 }
 var file_tfgate_v1_gateway_proto_depIdxs = []int32{
 	2,  // 0: tfgate.v1.PredictRequest.instances:type_name -> tfgate.v1.Instance
-	14, // 1: tfgate.v1.PredictRequest.raw_inputs:type_name -> tfgate.v1.PredictRequest.RawInputsEntry
-	15, // 2: tfgate.v1.Instance.numeric:type_name -> tfgate.v1.Instance.NumericEntry
-	16, // 3: tfgate.v1.Instance.categorical:type_name -> tfgate.v1.Instance.CategoricalEntry
+	18, // 1: tfgate.v1.PredictRequest.raw_inputs:type_name -> tfgate.v1.PredictRequest.RawInputsEntry
+	19, // 2: tfgate.v1.Instance.numeric:type_name -> tfgate.v1.Instance.NumericEntry
+	20, // 3: tfgate.v1.Instance.categorical:type_name -> tfgate.v1.Instance.CategoricalEntry
 	0,  // 4: tfgate.v1.PredictResponse.route:type_name -> tfgate.v1.RouteKind
-	4,  // 5: tfgate.v1.PredictResponse.predictions:type_name -> tfgate.v1.Prediction
-	17, // 6: tfgate.v1.PredictResponse.raw_outputs:type_name -> tfgate.v1.PredictResponse.RawOutputsEntry
-	5,  // 7: tfgate.v1.Prediction.scores:type_name -> tfgate.v1.ClassScore
-	5,  // 8: tfgate.v1.Prediction.top_k:type_name -> tfgate.v1.ClassScore
-	8,  // 9: tfgate.v1.ListRoutesResponse.models:type_name -> tfgate.v1.ModelRoutes
-	18, // 10: tfgate.v1.ModelRoutes.labels:type_name -> tfgate.v1.ModelRoutes.LabelsEntry
-	12, // 11: tfgate.v1.ModelRoutes.experiment:type_name -> tfgate.v1.Experiment
-	11, // 12: tfgate.v1.ModelRoutes.versions:type_name -> tfgate.v1.VersionState
-	9,  // 13: tfgate.v1.ModelRoutes.shadow:type_name -> tfgate.v1.Shadow
-	10, // 14: tfgate.v1.Shadow.comparisons:type_name -> tfgate.v1.ShadowComparison
-	13, // 15: tfgate.v1.Experiment.arms:type_name -> tfgate.v1.Arm
-	19, // 16: tfgate.v1.PredictRequest.RawInputsEntry.value:type_name -> tensorflow.TensorProto
-	19, // 17: tfgate.v1.PredictResponse.RawOutputsEntry.value:type_name -> tensorflow.TensorProto
-	1,  // 18: tfgate.v1.GatewayService.Predict:input_type -> tfgate.v1.PredictRequest
-	6,  // 19: tfgate.v1.GatewayService.ListRoutes:input_type -> tfgate.v1.ListRoutesRequest
-	20, // 20: tfgate.v1.GatewayService.ListPlacement:input_type -> tfgate.v1.ListPlacementRequest
-	3,  // 21: tfgate.v1.GatewayService.Predict:output_type -> tfgate.v1.PredictResponse
-	7,  // 22: tfgate.v1.GatewayService.ListRoutes:output_type -> tfgate.v1.ListRoutesResponse
-	21, // 23: tfgate.v1.GatewayService.ListPlacement:output_type -> tfgate.v1.ListPlacementResponse
-	21, // [21:24] is the sub-list for method output_type
-	18, // [18:21] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	6,  // 5: tfgate.v1.PredictResponse.predictions:type_name -> tfgate.v1.Prediction
+	21, // 6: tfgate.v1.PredictResponse.raw_outputs:type_name -> tfgate.v1.PredictResponse.RawOutputsEntry
+	4,  // 7: tfgate.v1.PredictResponse.ensemble:type_name -> tfgate.v1.EnsembleResult
+	5,  // 8: tfgate.v1.EnsembleResult.members:type_name -> tfgate.v1.MemberResult
+	0,  // 9: tfgate.v1.MemberResult.route:type_name -> tfgate.v1.RouteKind
+	6,  // 10: tfgate.v1.MemberResult.predictions:type_name -> tfgate.v1.Prediction
+	7,  // 11: tfgate.v1.Prediction.scores:type_name -> tfgate.v1.ClassScore
+	7,  // 12: tfgate.v1.Prediction.top_k:type_name -> tfgate.v1.ClassScore
+	12, // 13: tfgate.v1.ListRoutesResponse.models:type_name -> tfgate.v1.ModelRoutes
+	10, // 14: tfgate.v1.ListRoutesResponse.ensembles:type_name -> tfgate.v1.EnsembleRoutes
+	11, // 15: tfgate.v1.EnsembleRoutes.members:type_name -> tfgate.v1.EnsembleMember
+	22, // 16: tfgate.v1.ModelRoutes.labels:type_name -> tfgate.v1.ModelRoutes.LabelsEntry
+	16, // 17: tfgate.v1.ModelRoutes.experiment:type_name -> tfgate.v1.Experiment
+	15, // 18: tfgate.v1.ModelRoutes.versions:type_name -> tfgate.v1.VersionState
+	13, // 19: tfgate.v1.ModelRoutes.shadow:type_name -> tfgate.v1.Shadow
+	14, // 20: tfgate.v1.Shadow.comparisons:type_name -> tfgate.v1.ShadowComparison
+	17, // 21: tfgate.v1.Experiment.arms:type_name -> tfgate.v1.Arm
+	23, // 22: tfgate.v1.PredictRequest.RawInputsEntry.value:type_name -> tensorflow.TensorProto
+	23, // 23: tfgate.v1.PredictResponse.RawOutputsEntry.value:type_name -> tensorflow.TensorProto
+	1,  // 24: tfgate.v1.GatewayService.Predict:input_type -> tfgate.v1.PredictRequest
+	8,  // 25: tfgate.v1.GatewayService.ListRoutes:input_type -> tfgate.v1.ListRoutesRequest
+	24, // 26: tfgate.v1.GatewayService.ListPlacement:input_type -> tfgate.v1.ListPlacementRequest
+	3,  // 27: tfgate.v1.GatewayService.Predict:output_type -> tfgate.v1.PredictResponse
+	9,  // 28: tfgate.v1.GatewayService.ListRoutes:output_type -> tfgate.v1.ListRoutesResponse
+	25, // 29: tfgate.v1.GatewayService.ListPlacement:output_type -> tfgate.v1.ListPlacementResponse
+	27, // [27:30] is the sub-list for method output_type
+	24, // [24:27] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_tfgate_v1_gateway_proto_init() }
@@ -1389,7 +1864,7 @@ func file_tfgate_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tfgate_v1_gateway_proto_rawDesc), len(file_tfgate_v1_gateway_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

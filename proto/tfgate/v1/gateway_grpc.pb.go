@@ -35,7 +35,9 @@ const (
 // GatewayService routes typed prediction requests to TF Serving.
 type GatewayServiceClient interface {
 	// Predict resolves the target to one model version, applies that version's
-	// preprocessing, runs the model and returns typed outputs.
+	// preprocessing, runs the model and returns typed outputs. On an ensemble
+	// name it runs every member in parallel and returns their combined
+	// predictions with per-member detail (PredictResponse.ensemble).
 	Predict(ctx context.Context, in *PredictRequest, opts ...grpc.CallOption) (*PredictResponse, error)
 	// ListRoutes describes how each model is routed now: versions, labels,
 	// experiments, and why a version is not routable.
@@ -91,7 +93,9 @@ func (c *gatewayServiceClient) ListPlacement(ctx context.Context, in *ListPlacem
 // GatewayService routes typed prediction requests to TF Serving.
 type GatewayServiceServer interface {
 	// Predict resolves the target to one model version, applies that version's
-	// preprocessing, runs the model and returns typed outputs.
+	// preprocessing, runs the model and returns typed outputs. On an ensemble
+	// name it runs every member in parallel and returns their combined
+	// predictions with per-member detail (PredictResponse.ensemble).
 	Predict(context.Context, *PredictRequest) (*PredictResponse, error)
 	// ListRoutes describes how each model is routed now: versions, labels,
 	// experiments, and why a version is not routable.
