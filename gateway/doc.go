@@ -46,7 +46,10 @@
 // store and the backends' readiness, runs the signature checks, asks readiness
 // for the versions it would route, publishes each result as a new snapshot and
 // tells the batchers which versions are still served. codec.go carries a
-// request's decode error to Predict; errors.go maps every error to its gRPC code.
+// request's decode error to Predict, and with wire.go passes raw tensors through
+// as the bytes that arrived (raw_inputs to the backend, its outputs back as
+// raw_outputs), checked from their headers only; errors.go maps every error to
+// its gRPC code.
 //
 // # Placement (--placement)
 //

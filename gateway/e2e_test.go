@@ -5,10 +5,15 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
 	tfgatev1 "github.com/tfgate/tfgate/proto/tfgate/v1"
 )
 
@@ -91,6 +96,23 @@ func TestRawInputsPassThrough(t *testing.T) {
 	}
 	if resp.GetVersion() != 1 || resp.GetRawOutputs()["scores"] == nil || len(resp.GetPredictions()) != 0 {
 		t.Errorf("raw Predict = version %d outputs %v predictions %d; want version 1 with raw scores and no typed predictions", resp.GetVersion(), keys(resp.GetRawOutputs()), len(resp.GetPredictions()))
+	}
+	// The tensors pass through unchanged both ways (wire.go): the outputs are
+	// what the same inputs sent to servingsim directly give, bit for bit.
+	cc, err := grpc.NewClient(s.simAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	direct, err := servingpb.NewPredictionServiceClient(cc).Predict(context.Background(), &servingpb.PredictRequest{
+		ModelSpec: &servingpb.ModelSpec{Name: "reviews", VersionChoice: &servingpb.ModelSpec_Version{Version: wrapperspb.Int64(1)}},
+		Inputs:    req.GetRawInputs(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := (&servingpb.PredictResponse{Outputs: resp.GetRawOutputs()}), (&servingpb.PredictResponse{Outputs: direct.GetOutputs()}); !proto.Equal(got, want) {
+		t.Errorf("raw outputs through the gateway = %v, from servingsim directly %v", got, want)
 	}
 }
 

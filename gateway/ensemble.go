@@ -102,11 +102,11 @@ type memberCall struct {
 }
 
 // serveEnsemble is serve for an ensemble's name.
-func (s *Server) serveEnsemble(ctx context.Context, snap *snapshot, req *tfgatev1.PredictRequest, e *route.EnsembleRoutes) (*tfgatev1.PredictResponse, error) {
+func (s *Server) serveEnsemble(ctx context.Context, snap *snapshot, req *tfgatev1.PredictRequest, raw *wireTensors, e *route.EnsembleRoutes) (*tfgatev1.PredictResponse, error) {
 	ctx, span := s.tracer.Start(ctx, "tfgate.ensemble", trace.WithAttributes(
 		attribute.String("tfgate.ensemble", e.Name), attribute.String("tfgate.ensemble.combiner", string(e.Combiner)),
 		attribute.Int("tfgate.ensemble.members", len(e.Members))))
-	resp, err := s.ensemble(ctx, snap, req, e)
+	resp, err := s.ensemble(ctx, snap, req, raw, e)
 	if err == nil && span.IsRecording() {
 		span.SetAttributes(attribute.Bool("tfgate.ensemble.partial", resp.GetEnsemble().GetPartial()))
 	}
@@ -120,8 +120,8 @@ func (s *Server) serveEnsemble(ctx context.Context, snap *snapshot, req *tfgatev
 	return resp, nil
 }
 
-func (s *Server) ensemble(ctx context.Context, snap *snapshot, req *tfgatev1.PredictRequest, e *route.EnsembleRoutes) (*tfgatev1.PredictResponse, error) {
-	if err := checkEnsembleRequest(req, e, snap.routes.Config.Limits); err != nil {
+func (s *Server) ensemble(ctx context.Context, snap *snapshot, req *tfgatev1.PredictRequest, raw *wireTensors, e *route.EnsembleRoutes) (*tfgatev1.PredictResponse, error) {
+	if err := checkEnsembleRequest(req, raw, e, snap.routes.Config.Limits); err != nil {
 		return nil, err
 	}
 	budget := e.Timeout
@@ -219,7 +219,7 @@ func (s *Server) callMember(ctx context.Context, snap *snapshot, req *tfgatev1.P
 	case t.Label != "":
 		mreq.Target = &tfgatev1.PredictRequest_Label{Label: t.Label}
 	}
-	c.resp, c.err = s.predict(ctx, snap, mreq, nil, &c.route)
+	c.resp, c.err = s.predict(ctx, snap, mreq, nil, false, nil, &c.route)
 	c.took = time.Since(start)
 	if span.IsRecording() && c.route.Version != 0 {
 		span.SetAttributes(attribute.Int64("tfgate.version", c.route.Version), attribute.String("tfgate.arm", c.route.Arm),
@@ -250,14 +250,14 @@ func (s *Server) callMember(ctx context.Context, snap *snapshot, req *tfgatev1.P
 }
 
 // checkEnsembleRequest validates a request on an ensemble's name.
-func checkEnsembleRequest(req *tfgatev1.PredictRequest, e *route.EnsembleRoutes, lim route.Limits) error {
+func checkEnsembleRequest(req *tfgatev1.PredictRequest, raw *wireTensors, e *route.EnsembleRoutes, lim route.Limits) error {
 	if req.GetTarget() != nil {
 		return badRequest("%q is an ensemble: version and label do not apply (each member's route is set in the routing config); leave the target unset", e.Name)
 	}
-	if len(req.GetRawInputs()) > 0 {
+	if len(req.GetRawInputs())+raw.len() > 0 {
 		return badRequest("%q is an ensemble: send typed instances, which each member preprocesses with its own version's spec; raw_inputs cannot go to several models", e.Name)
 	}
-	return checkRequest(req, lim)
+	return checkRequest(req, nil, lim)
 }
 
 func memberResult(c *memberCall) *tfgatev1.MemberResult {

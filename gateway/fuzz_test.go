@@ -37,7 +37,7 @@ func FuzzCheckRequest(f *testing.F) {
 		if proto.Unmarshal(b, &req) != nil {
 			return
 		}
-		if err := checkRequest(&req, lim); err != nil {
+		if err := checkRequest(&req, nil, lim); err != nil {
 			if Code(err) == 0 {
 				t.Fatalf("checkRequest error %v maps to OK", err)
 			}

@@ -254,6 +254,8 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) (err error) {
 		// hosts.Manager retries on another host itself; grpc-go's own retry layer
 		// would only buffer every request for a replay that never comes.
 		grpc.WithDisableRetry(),
+		// Predict outputs stay encoded for the raw path to pass on (codec.go).
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(newBackendCodec())),
 	}, tel.dialOpts...)
 	dialOpts = append(dialOpts, deps.DialOptions...)
 	if certs.backends != nil {

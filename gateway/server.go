@@ -130,7 +130,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.opts.TracerProvider = opts.TracerProvider
 	s.tracer = opts.TracerProvider.Tracer("github.com/tfgate/tfgate/gateway")
-	s.group = batching.NewGroup(s.invokeBackend, batching.Options{
+	s.group = batching.NewGroup(s.invokeDecoded, batching.Options{
 		Logger: opts.Logger, MeterProvider: opts.MeterProvider, TracerProvider: opts.TracerProvider, MaxMessageBytes: opts.MaxBackendMessageBytes,
 	})
 	s.builder = newBuilder(s.opts, &s.stats, s.group.Retain)
@@ -164,19 +164,21 @@ func (s *Server) Close(ctx context.Context) error {
 
 // Predict serves one typed or raw prediction request.
 func (s *Server) Predict(ctx context.Context, req *tfgatev1.PredictRequest) (*tfgatev1.PredictResponse, error) {
-	return s.serve(ctx, req, nil)
+	return s.serve(ctx, req, nil, false, nil)
 }
 
-// serve is Predict for a request that may have failed to decode (decodeErr, from
-// [predictHandler]).
-func (s *Server) serve(ctx context.Context, req *tfgatev1.PredictRequest, decodeErr error) (*tfgatev1.PredictResponse, error) {
+// serve is Predict for a request from [predictHandler]: its raw_inputs may be
+// kept encoded (raw, else nil), its response goes out through [codec] (wire:
+// raw_outputs may be passed on encoded, as unknown fields of the response), and
+// it may have failed to decode (decodeErr).
+func (s *Server) serve(ctx context.Context, req *tfgatev1.PredictRequest, raw *wireTensors, wire bool, decodeErr error) (*tfgatev1.PredictResponse, error) {
 	snap := s.builder.current() // one snapshot for the whole request
 	if e, ok := snap.routes.Ensemble(req.GetModel()); ok && decodeErr == nil {
-		return s.serveEnsemble(ctx, snap, req, e) // ensemble.go
+		return s.serveEnsemble(ctx, snap, req, raw, e) // ensemble.go
 	}
 	var x exposed
 	x.start(s)
-	resp, err := s.predict(ctx, snap, req, decodeErr, &x.route)
+	resp, err := s.predict(ctx, snap, req, raw, wire, decodeErr, &x.route)
 	if err != nil {
 		st := toStatus(err)
 		s.stats.request(status.Code(st))
@@ -190,12 +192,12 @@ func (s *Server) serve(ctx context.Context, req *tfgatev1.PredictRequest, decode
 
 // predict serves req from snap; once the target resolves it sets *out to the
 // route. An ensemble's members each go through it (ensemble.go).
-func (s *Server) predict(ctx context.Context, snap *snapshot, req *tfgatev1.PredictRequest, decodeErr error, out *route.Route) (*tfgatev1.PredictResponse, error) {
+func (s *Server) predict(ctx context.Context, snap *snapshot, req *tfgatev1.PredictRequest, raw *wireTensors, wire bool, decodeErr error, out *route.Route) (*tfgatev1.PredictResponse, error) {
 	if err := decodeErr; err != nil {
 		return nil, badRequest("the request could not be decoded (%v); every string field (model, label, routing_key, text, feature names and values) must be valid UTF-8 — send arbitrary bytes as a DT_STRING tensor in raw_inputs", err)
 	}
 	cfg := snap.routes.Config
-	if err := checkRequest(req, cfg.Limits); err != nil {
+	if err := checkRequest(req, raw, cfg.Limits); err != nil {
 		return nil, err
 	}
 	_, span := s.tracer.Start(ctx, "tfgate.route")
@@ -241,13 +243,9 @@ func (s *Server) predict(ctx context.Context, snap *snapshot, req *tfgatev1.Pred
 		}
 	}
 
-	breq := &servingpb.PredictRequest{
-		ModelSpec: &servingpb.ModelSpec{
-			Name:          m.Name,
-			VersionChoice: &servingpb.ModelSpec_Version{Version: wrapperspb.Int64(rt.Version)},
-			SignatureName: sigName,
-		},
-		Inputs: inputs,
+	breq := newBackendRequest(m.Name, rt.Version, sigName, inputs)
+	if raw != nil {
+		setInputs(breq, raw) // the caller's tensors as they arrived
 	}
 	// The one call site where a fully built, version-pinned request leaves for
 	// the backends (through the model's batcher when batching is on).
@@ -275,13 +273,25 @@ func (s *Server) predict(ctx context.Context, snap *snapshot, req *tfgatev1.Pred
 		Experiment: rt.Experiment,
 		Route:      routeKind(rt.Kind),
 	}
-	if pipe != nil {
+	switch {
+	case pipe != nil:
+		if err := decodeOutputs(bresp); err != nil {
+			return nil, at(err)
+		}
 		preds, err := pipe.Decode(bresp.GetOutputs(), len(req.GetInstances()), int(req.GetTopK()))
 		if err != nil {
 			return nil, at(err)
 		}
 		resp.Predictions = preds
-	} else {
+	case wire: // the backend's tensors go out as they came in
+		resp.RawOutputs = bresp.GetOutputs()
+		if recs := takeOutputs(bresp, fieldRawOutputs); recs != nil {
+			resp.ProtoReflect().SetUnknown(recs)
+		}
+	default:
+		if err := decodeOutputs(bresp); err != nil {
+			return nil, at(err)
+		}
 		resp.RawOutputs = bresp.GetOutputs()
 	}
 	s.shadows.maybe(ctx, s, snap, m, rt, req, resp, sigName) // after the primary answered; never waits
@@ -327,6 +337,14 @@ func (s *Server) callBackend(ctx context.Context, m *route.ModelRoutes, breq *se
 		return nil, err
 	}
 	defer cancel()
+	if !m.Batching.Enabled {
+		return s.invokeBackend(ctx, m.Pools, breq) // raw outputs may stay encoded
+	}
+	// The batcher reads and concatenates the tensors: kept ones are decoded
+	// first (a no-op the second time), and its invoke decodes the outputs.
+	if err := decodeInputs(breq); err != nil {
+		return nil, err
+	}
 	return s.group.Do(ctx, m.Batching, m.Pools, breq)
 }
 
@@ -347,7 +365,37 @@ func (s *Server) backendContext(ctx context.Context, timeout time.Duration) (con
 	return ctx, cancel, nil
 }
 
-// invokeBackend is the batching.PoolInvoke every backend Predict goes through.
+// backendRequest is a backend PredictRequest and its pinned model spec in one
+// allocation instead of four.
+type backendRequest struct {
+	req     servingpb.PredictRequest
+	spec    servingpb.ModelSpec
+	choice  servingpb.ModelSpec_Version
+	version wrapperspb.Int64Value
+}
+
+// newBackendRequest is the PredictRequest for version v of model, pinned.
+func newBackendRequest(model string, v int64, sig string, inputs map[string]*tfpb.TensorProto) *servingpb.PredictRequest {
+	b := new(backendRequest)
+	b.version.Value = v
+	b.choice.Version = &b.version
+	b.spec.Name, b.spec.VersionChoice, b.spec.SignatureName = model, &b.choice, sig
+	b.req.ModelSpec, b.req.Inputs = &b.spec, inputs
+	return &b.req
+}
+
+// invokeDecoded is invokeBackend with the response's outputs decoded: the
+// batching.PoolInvoke of the batchers, which split them among their members.
+func (s *Server) invokeDecoded(ctx context.Context, pools []string, req *servingpb.PredictRequest) (*servingpb.PredictResponse, error) {
+	resp, err := s.invokeBackend(ctx, pools, req)
+	if err == nil {
+		err = decodeOutputs(resp)
+	}
+	return resp, err
+}
+
+// invokeBackend sends every backend Predict (batched ones through
+// invokeDecoded). The response's outputs may be kept encoded ([backendCodec]).
 func (s *Server) invokeBackend(ctx context.Context, pools []string, req *servingpb.PredictRequest) (*servingpb.PredictResponse, error) {
 	ctx, span := s.tracer.Start(ctx, "tfgate.backend", trace.WithSpanKind(trace.SpanKindInternal))
 	if span.IsRecording() {
@@ -369,6 +417,13 @@ func (s *Server) invokeBackend(ctx context.Context, pools []string, req *serving
 
 // batchRows is the size of dimension 0 of req's first input (its row count).
 func batchRows(req *servingpb.PredictRequest) int64 {
+	if recs := kept(req.ProtoReflect(), fieldInputs); recs != nil {
+		var ts []wireTensor
+		if _, _, ok := scanTensorMap(recs, fieldInputs, nil, &ts, nil); ok && len(ts) > 0 {
+			rows, _ := ts[0].hdr.Rows()
+			return rows
+		}
+	}
 	for _, t := range req.GetInputs() {
 		if dims, err := tensor.Dims(t); err == nil && len(dims) > 0 {
 			return dims[0]
@@ -412,7 +467,7 @@ func routeKind(k route.Kind) tfgatev1.RouteKind {
 }
 
 // checkRequest validates what does not depend on the version's spec.
-func checkRequest(req *tfgatev1.PredictRequest, lim route.Limits) error {
+func checkRequest(req *tfgatev1.PredictRequest, raw *wireTensors, lim route.Limits) error {
 	if req.GetModel() == "" {
 		return badRequest("model is required: set it to a model name from the routing config (ListRoutes lists them)")
 	}
@@ -429,7 +484,7 @@ func checkRequest(req *tfgatev1.PredictRequest, lim route.Limits) error {
 	if n := len(req.GetRoutingKey()); n > lim.MaxRoutingKeyBytes {
 		return tooLarge("routing_key is %d bytes, at most %d: use a shorter caller or customer id (a hash of it works)", n, lim.MaxRoutingKeyBytes)
 	}
-	ni, nr := len(req.GetInstances()), len(req.GetRawInputs())
+	ni, nr := len(req.GetInstances()), len(req.GetRawInputs())+raw.len()
 	switch {
 	case ni == 0 && nr == 0:
 		return badRequest("no instances: send at least one instance (or raw_inputs tensors)")
@@ -468,6 +523,13 @@ func checkRequest(req *tfgatev1.PredictRequest, lim route.Limits) error {
 			return badRequest("raw_inputs[%q]: %v", name, err)
 		}
 	}
+	if raw != nil {
+		for i := range raw.tensors {
+			if err := checkHeader(&raw.tensors[i].hdr); err != nil {
+				return badRequest("raw_inputs[%q]: %v", raw.tensors[i].key, err)
+			}
+		}
+	}
 	return nil
 }
 
@@ -475,20 +537,27 @@ func checkTensor(t *tfpb.TensorProto) error {
 	if t == nil {
 		return errors.New("tensor is empty")
 	}
-	if t.GetDtype() == tfpb.DataType_DT_INVALID {
+	h := tensor.HeaderOf(t)
+	return checkHeader(&h)
+}
+
+// checkHeader checks a raw input from its header alone: what checkTensor checks
+// of a decoded one, and all it checks.
+func checkHeader(h *tensor.Header) error {
+	if h.DType == tfpb.DataType_DT_INVALID {
 		return errors.New("dtype is not set: set it (e.g. DT_FLOAT)")
 	}
-	rank, err := tensor.Rank(t)
+	rank, err := h.Rank()
 	if err != nil {
 		return err
 	}
 	if rank == 0 {
 		return errors.New("shape has no dimensions: raw inputs are batches, dimension 0 is the batch size")
 	}
-	if tensor.ElemSize(t.GetDtype()) == 0 && t.GetDtype() != tfpb.DataType_DT_STRING {
+	if tensor.ElemSize(h.DType) == 0 && h.DType != tfpb.DataType_DT_STRING {
 		return nil // a dtype the gateway does not decode: TF Serving checks it
 	}
-	if _, err := tensor.Len(t); err != nil {
+	if _, err := h.Len(); err != nil {
 		return fmt.Errorf("%v: send exactly one value per element of the shape", err)
 	}
 	return nil

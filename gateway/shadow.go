@@ -112,7 +112,7 @@ func (x *shadows) call(ctx context.Context, s *Server, snap *snapshot, m *route.
 		ModelSpec: &servingpb.ModelSpec{Name: m.Name, VersionChoice: &servingpb.ModelSpec_Version{Version: wrapperspb.Int64(v)}, SignatureName: sig},
 		Inputs:    inputs,
 	}
-	bresp, err := s.invokeBackend(ctx, m.Pools, breq)
+	bresp, err := s.invokeDecoded(ctx, m.Pools, breq)
 	if err != nil {
 		return nil, err
 	}

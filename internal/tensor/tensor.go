@@ -50,35 +50,8 @@ func Dims(t *tfpb.TensorProto) ([]int64, error) {
 
 // Rank is len(Dims(t)) with Dims's checks, without allocating.
 func Rank(t *tfpb.TensorProto) (int, error) {
-	rank, _, err := shapeOf(t)
-	return rank, err
-}
-
-// shapeOf checks t's shape as Dims and NumElements do and returns its rank and
-// element count, without building the dims slice (it runs for every raw input
-// of every request).
-func shapeOf(t *tfpb.TensorProto) (rank int, n int64, err error) {
-	sh := t.GetTensorShape()
-	if sh.GetUnknownRank() {
-		return 0, 0, fmt.Errorf("%w: unknown rank in a concrete tensor", ErrShape)
-	}
-	if len(sh.GetDim()) > MaxDims {
-		return 0, 0, fmt.Errorf("%w: %d dimensions, at most %d", ErrShape, len(sh.GetDim()), MaxDims)
-	}
-	n = 1
-	for i, dim := range sh.GetDim() {
-		d := dim.GetSize()
-		if d < 0 {
-			return 0, 0, fmt.Errorf("%w: dimension %d has size %d", ErrShape, i, d)
-		}
-		if d != 0 && n > math.MaxInt64/d {
-			dims, _ := Dims(t)
-			_, err := NumElements(dims) // its error names the shape
-			return 0, 0, err
-		}
-		n *= d
-	}
-	return len(sh.GetDim()), n, nil
+	h := HeaderOf(t)
+	return h.Rank()
 }
 
 // NumElements multiplies dims, failing on negative sizes or int64 overflow.
@@ -113,44 +86,8 @@ func ElemSize(dt tfpb.DataType) int {
 // Len returns the number of values a tensor holds (the product of its shape), after
 // checking the shape against its values. It works for every dtype this package reads.
 func Len(t *tfpb.TensorProto) (int, error) {
-	_, n, err := shapeOf(t)
-	if err != nil {
-		return 0, err
-	}
-	var got int
-	switch {
-	case len(t.GetTensorContent()) > 0:
-		es := ElemSize(t.GetDtype())
-		if es == 0 {
-			return 0, fmt.Errorf("%w: tensor_content is not supported for %s", ErrDType, t.GetDtype())
-		}
-		if len(t.GetTensorContent())%es != 0 {
-			return 0, fmt.Errorf("%w: tensor_content has %d bytes, not a multiple of %d", ErrShape, len(t.GetTensorContent()), es)
-		}
-		got = len(t.GetTensorContent()) / es
-	default:
-		switch t.GetDtype() {
-		case tfpb.DataType_DT_FLOAT:
-			got = len(t.GetFloatVal())
-		case tfpb.DataType_DT_DOUBLE:
-			got = len(t.GetDoubleVal())
-		case tfpb.DataType_DT_INT32:
-			got = len(t.GetIntVal())
-		case tfpb.DataType_DT_INT64:
-			got = len(t.GetInt64Val())
-		case tfpb.DataType_DT_STRING:
-			got = len(t.GetStringVal())
-		case tfpb.DataType_DT_BOOL:
-			got = len(t.GetBoolVal())
-		default:
-			return 0, fmt.Errorf("%w: unsupported dtype %s", ErrDType, t.GetDtype())
-		}
-	}
-	if int64(got) != n {
-		dims, _ := Dims(t) // only to name the shape
-		return 0, fmt.Errorf("%w: shape %v has %d elements but the tensor holds %d values", ErrShape, dims, n, got)
-	}
-	return got, nil
+	h := HeaderOf(t)
+	return h.Len()
 }
 
 func checkDType(t *tfpb.TensorProto, want tfpb.DataType) error {
