@@ -101,6 +101,8 @@ const (
 	RequiredNotResident
 	// HostFrozen: a host takes no new copies (its status is stale).
 	HostFrozen
+	// VersionTooLarge: a version needs more memory than the largest host of its pool.
+	VersionTooLarge
 )
 
 func (k ProblemKind) String() string {
@@ -117,6 +119,8 @@ func (k ProblemKind) String() string {
 		return "required_not_resident"
 	case HostFrozen:
 		return "host_frozen"
+	case VersionTooLarge:
+		return "version_too_large"
 	}
 	return "unknown"
 }
@@ -126,7 +130,7 @@ func (k ProblemKind) MarshalText() ([]byte, error) { return []byte(k.String()), 
 
 // UnmarshalText reads a kind's name.
 func (k *ProblemKind) UnmarshalText(b []byte) error {
-	for c := HostNoCapacity; c <= HostFrozen; c++ {
+	for c := HostNoCapacity; c <= VersionTooLarge; c++ {
 		if c.String() == string(b) {
 			*k = c
 			return nil
@@ -418,7 +422,12 @@ func Decide(in Input) (*Decision, error) {
 		if b := reported[v.key]; b > 0 {
 			v.size, v.reported = b, true
 		} else if v.object > 0 {
-			v.size = int64(math.Ceil(float64(v.object) * pc.MemoryMultiplier))
+			// An absurd object size (past int64 once multiplied) is too large, not
+			// an overflow to a negative size.
+			v.size = math.MaxInt64
+			if f := math.Ceil(float64(v.object) * pc.MemoryMultiplier); f < math.MaxInt64 {
+				v.size = int64(f)
+			}
 		}
 		if v.lastUsed.IsZero() {
 			for _, c := range v.prev {
@@ -442,11 +451,14 @@ func Decide(in Input) (*Decision, error) {
 		case v.pool == nil || eligible == 0:
 			v.state, v.why = Unplaceable, fmt.Sprintf("pool %q has no hosts with capacity", v.poolName)
 		case v.size <= 0:
-			v.state, v.why = Unplaceable, "no size known: catalog object size missing and no host reported one"
+			v.state, v.why = Unplaceable, fmt.Sprintf("no size known: catalog object size %d and no host reported one", v.object)
 			d.Problems = append(d.Problems, Problem{Kind: BadCatalogEntry, Key: v.key,
-				Message: fmt.Sprintf("%s has no object size in the catalog; it cannot be placed", v.key)})
+				Message: fmt.Sprintf("%s has no usable object size in the catalog (%d bytes); it cannot be placed until its object is listed with a size", v.key, v.object)})
 		case v.size > v.pool.maxCap:
 			v.state, v.why = Unplaceable, fmt.Sprintf("needs %d bytes; the largest host in pool %q has %d", v.size, v.poolName, v.pool.maxCap)
+			d.Problems = append(d.Problems, Problem{Kind: VersionTooLarge, Key: v.key,
+				Message: fmt.Sprintf("%s needs %d bytes (%s), more than the largest host in pool %q (%d bytes); it cannot be placed until a larger host joins",
+					v.key, v.size, sizeSource(v, pc), v.poolName, v.pool.maxCap)})
 		}
 	}
 
@@ -755,6 +767,14 @@ func Decide(in Input) (*Decision, error) {
 		return cmp.Compare(a.Key.Version, b.Key.Version)
 	})
 	return d, nil
+}
+
+// sizeSource says where a version's size came from, for messages.
+func sizeSource(v *vstate, pc PoolConfig) string {
+	if v.reported {
+		return "reported by a host"
+	}
+	return fmt.Sprintf("object %d bytes x memory_multiplier %g", v.object, pc.MemoryMultiplier)
 }
 
 // wantCopies is the number of copies for a request rate, with hysteresis: with p

@@ -2,6 +2,7 @@ package placement
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"reflect"
 	"strings"
@@ -206,6 +207,53 @@ func TestDecideHostWithoutCapacityIsReported(t *testing.T) {
 	}
 	if len(d.Problems) != 1 || d.Problems[0].Kind != HostNoCapacity || d.Problems[0].Host != "nocap" {
 		t.Errorf("problems %+v, want one HostNoCapacity for nocap", d.Problems)
+	}
+}
+
+// TestDecideBadSizes: catalog entries without a usable size (missing, negative)
+// and versions larger than any host (by catalog size, by an absurd size that
+// would overflow once multiplied, by what a host reported) are Unplaceable, each
+// with a Problem that says what to fix, and take no room from the rest.
+func TestDecideBadSizes(t *testing.T) {
+	hosts := mkHosts(2, 300*mb)
+	ok := Version{Key: k("ok", 1), ObjectBytes: 10 * mb}
+	cat := []Version{ok, {Key: k("zero", 1)}, {Key: k("neg", 1), ObjectBytes: -5},
+		{Key: k("huge", 1), ObjectBytes: 400 * mb}, {Key: k("absurd", 1), ObjectBytes: math.MaxInt64},
+		{Key: k("grown", 1), ObjectBytes: 10 * mb}}
+	cfg := cfg1()
+	cfg.Default.MemoryMultiplier = 1.5
+	d := mustDecide(t, Input{Now: t0, Config: cfg, Hosts: hosts, Catalog: cat, Demand: demandAll(cat, 1, t0),
+		Resident: []Resident{{Host: "host-00", Key: k("grown", 1), Bytes: 500 * mb}}})
+	if got := hostsOf(d, ok.Key); len(got) != 1 {
+		t.Errorf("ok@1 on %v, want one host", got)
+	}
+	want := map[Key][2]string{
+		k("zero", 1):   {"bad_catalog_entry", "ok@1"},
+		k("neg", 1):    {"bad_catalog_entry", "(-5 bytes)"},
+		k("huge", 1):   {"version_too_large", "needs 629145600 bytes (object 419430400 bytes x memory_multiplier 1.5), more than the largest host in pool \"default\" (314572800 bytes)"},
+		k("absurd", 1): {"version_too_large", "needs 9223372036854775807 bytes"},
+		k("grown", 1):  {"version_too_large", "needs 524288000 bytes (reported by a host)"},
+	}
+	for key, w := range want {
+		if st := stateOf(d, key); st.State != Unplaceable || len(st.Hosts) != 0 {
+			t.Errorf("%s: %v on %v, want unplaceable", key, st.State, st.Hosts)
+		}
+		found := false
+		for _, p := range d.Problems {
+			if p.Key == key {
+				found = true
+				if p.Kind.String() != w[0] || (key != k("zero", 1) && !strings.Contains(p.Message, w[1])) {
+					t.Errorf("%s: problem %s %q, want %s containing %q", key, p.Kind, p.Message, w[0], w[1])
+				}
+				t.Logf("%s: %s", p.Kind, p.Message)
+			}
+		}
+		if !found {
+			t.Errorf("%s: no problem reported; problems %+v", key, d.Problems)
+		}
+	}
+	if d.Stats.Placed != 1 || d.Stats.Pending != len(want) {
+		t.Errorf("stats %+v, want 1 placed, %d pending", d.Stats, len(want))
 	}
 }
 
