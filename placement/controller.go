@@ -96,13 +96,7 @@ type Controller struct {
 	failed  int // decisions that failed or were refused
 
 	reportSum uint64 // of the last report written (lead loop only)
-	// left: hosts gone from the host list whose versions a decision written this
-	// term has re-placed elsewhere. Their last value stays in KV (nothing is
-	// unloaded for lack of an answer) but is no longer fed to Decide as previous
-	// copies, so it is not counted as removed again on every decision, nor as a
-	// copy (wantCopies' hysteresis). Lead loop only; reset at each new term.
-	left    map[string]bool
-	metrics *controllerMetrics
+	metrics   *controllerMetrics
 }
 
 // NewController validates cfg and returns a controller; Run starts it.
@@ -291,7 +285,6 @@ func (c *Controller) lead(ctx context.Context, session string) error {
 	defer func() { <-watchDone }()
 
 	var st *Stored
-	c.left = map[string]bool{}
 	delay := c.cfg.RetryMin
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -388,20 +381,7 @@ func (c *Controller) decideOnce(ctx context.Context, session string, st *Stored)
 			}
 		}
 	}
-	present := make(map[string]bool, len(hosts))
-	for _, h := range hosts {
-		present[h.ID] = true
-	}
 	prev := st.Assignment
-	if len(c.left) > 0 {
-		prev = Assignment{Hosts: make(map[string]HostAssignment, len(st.Assignment.Hosts))}
-		for id, ha := range st.Assignment.Hosts {
-			if c.left[id] && !present[id] {
-				continue // re-placed by an earlier decision of this term
-			}
-			prev.Hosts[id] = ha
-		}
-	}
 	in := Input{Now: now, Config: c.cfg.Policy, Hosts: hosts, Catalog: catalog, Resident: resident,
 		Failures: failures, Demand: MergeDemand(reports.Demand, now.Add(-c.cfg.ReportTTL)), Previous: &prev}
 	if c.cfg.Routing != nil {
@@ -418,12 +398,8 @@ func (c *Controller) decideOnce(ctx context.Context, session string, st *Stored)
 	if err != nil {
 		return d, res, err
 	}
-	for id, ha := range st.Assignment.Hosts {
-		if _, ok := d.Assignment.Hosts[id]; ok || present[id] {
-			delete(c.left, id) // back (or still here): its value is an input again
-		} else if !c.left[id] && rePlaced(d, ha.Entries) {
-			c.left[id] = true
-		}
+	if err := c.clearDeparted(ctx, session, d, st); err != nil {
+		return d, res, err
 	}
 	// The report is rewritten only when what it says changes.
 	rep := NewReport(d, c.cfg.ID, now)
@@ -436,6 +412,44 @@ func (c *Controller) decideOnce(ctx context.Context, session string, st *Stored)
 		}
 	}
 	return d, res, nil
+}
+
+// clearDeparted deletes the KV value of every host the decision assigns nothing
+// because it left the host list (deregistered, failing its health check) or has
+// no capacity, once d has placed its versions elsewhere: readers (ListPlacement,
+// the gateways' cold-start messages) stop naming it, it is not fed to Decide
+// again as previous copies (counted as removed on every decision), and a host
+// that comes back gets a fresh assignment instead of reloading its stale one.
+// Clearing unloads nothing: a sidecar still watching keeps what it has until it
+// is assigned something again. A host whose versions are still waiting for room
+// keeps its value (it is what keeps them considered, and reported) until they
+// are placed.
+func (c *Controller) clearDeparted(ctx context.Context, session string, d *Decision, st *Stored) error {
+	var gone []string
+	for id, ha := range st.Assignment.Hosts {
+		if _, ok := d.Assignment.Hosts[id]; !ok && rePlaced(d, ha.Entries) {
+			gone = append(gone, id)
+		}
+	}
+	for id := range st.Broken {
+		if _, ok := d.Assignment.Hosts[id]; !ok {
+			gone = append(gone, id) // unreadable and gone: nothing to re-place from it
+		}
+	}
+	slices.Sort(gone)
+	for _, id := range gone {
+		n := len(st.Assignment.Hosts[id].Entries)
+		if err := c.store.ClearHost(ctx, session, id, st); err != nil {
+			if errors.Is(err, ErrConflict) || ctx.Err() != nil {
+				return err
+			}
+			c.cfg.Logger.Warn("placement: clearing a departed host's assignment failed; retrying on the next decision", "host", id, "err", err)
+			continue
+		}
+		c.cfg.Logger.Info("placement: cleared the assignment of a host that left (or has no capacity); its versions are placed elsewhere",
+			"host", id, "versions", n)
+	}
+	return nil
 }
 
 // rePlaced says whether every version of a departed host's entries that d

@@ -2,6 +2,7 @@ package placement
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -466,11 +468,13 @@ func TestControllerRequireStatus(t *testing.T) {
 	}
 }
 
-// TestControllerHostLeftCountedOnce: a host that leaves keeps its last value in
-// KV (nothing is unloaded for lack of an answer), but once a decision has
-// re-placed its versions, later decisions do not count its copies as removed
-// again, and change nothing.
-func TestControllerHostLeftCountedOnce(t *testing.T) {
+// TestControllerClearsDepartedHost: a host that leaves keeps its value until a
+// decision has re-placed its versions; then that value is deleted from KV (the
+// watchers see the host gone), later decisions do not count its copies as
+// removed again and change nothing; when it comes back it is assigned afresh,
+// not its stale versions (which now live elsewhere), and no version gets more
+// copies than it wants.
+func TestControllerClearsDepartedHost(t *testing.T) {
 	consul := testenv.StartConsul(t)
 	cl := consul.Client(t)
 	ctx := t.Context()
@@ -487,12 +491,14 @@ func TestControllerHostLeftCountedOnce(t *testing.T) {
 	var hosts atomic.Pointer[[]Host]
 	three := mkHosts(3, 300*mb)
 	hosts.Store(&three)
+	var logs syncBuffer
 	c, err := NewController(cl, ControllerConfig{
 		ID: "a", Policy: Config{Default: PoolConfig{MemoryMultiplier: 1}},
 		Store:    StoreConfig{Prefix: "t", WaitTime: time.Second},
 		Hosts:    func(context.Context) ([]Host, error) { return slices.Clone(*hosts.Load()), nil },
 		Catalog:  func(context.Context) ([]Version, error) { return catalog, nil },
 		Interval: time.Hour, LockDelay: 10 * time.Millisecond, LockWait: 300 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -502,10 +508,15 @@ func TestControllerHostLeftCountedOnce(t *testing.T) {
 	go func() { done <- c.Run(rctx) }()
 	defer func() { cancel(); <-done }()
 	waitFor(t, "first decision", func() bool { return c.writes() > 0 })
-	gone := len(c.Last().Assignment.Hosts["host-02"].Entries)
-	if gone == 0 {
+	stale := keysOf(c.Last().Assignment.Hosts["host-02"].Entries)
+	if len(stale) == 0 {
 		t.Fatal("nothing on host-02")
 	}
+	updates := make(chan *Stored, 16)
+	wctx, wcancel := context.WithCancel(ctx)
+	wdone := make(chan error, 1)
+	go func() { wdone <- store.WatchState(wctx, updates) }()
+	defer func() { wcancel(); <-wdone }()
 
 	two := three[:2]
 	hosts.Store(&two)
@@ -517,16 +528,83 @@ func TestControllerHostLeftCountedOnce(t *testing.T) {
 		return c.Last()
 	}
 	d := decide()
-	if d.Stats.Removed != gone || d.Stats.Added != gone || d.Stats.Pending != 0 {
-		t.Fatalf("decision after host-02 left: %+v, want %d removed and added", d.Stats, gone)
+	if d.Stats.Removed != len(stale) || d.Stats.Added != len(stale) || d.Stats.Pending != 0 {
+		t.Fatalf("decision after host-02 left: %+v, want %d removed and added", d.Stats, len(stale))
 	}
-	st, _ := store.ReadState(ctx)
-	if n := len(st.Assignment.Hosts["host-02"].Entries); n != gone {
-		t.Errorf("host-02's value has %d entries, want its last %d kept", n, gone)
+	st, err := store.ReadState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := st.Written["host-02"]; ok {
+		t.Errorf("host-02's value is still in KV after its versions were re-placed: %v", st.Assignment.Hosts["host-02"].Entries)
+	}
+	if keys, _, err := cl.KV().Keys(store.HostPrefix(DefaultPoolName, "host-02"), "", nil); err != nil || len(keys) != 0 {
+		t.Errorf("keys left under host-02: %v %v", keys, err)
+	}
+	// A watcher (a gateway) sees host-02 gone.
+	for seen := false; !seen; {
+		select {
+		case v := <-updates:
+			_, there := v.Assignment.Hosts["host-02"]
+			seen = !there && len(v.Assignment.Hosts) == 2
+		case <-time.After(time.Minute):
+			t.Fatal("no watch update without host-02")
+		}
+	}
+	if !strings.Contains(logs.String(), "cleared the assignment of a host that left") || !strings.Contains(logs.String(), "host=host-02") {
+		t.Errorf("no log line for clearing host-02:\n%s", logs.String())
 	}
 	for range 2 {
 		if d := decide(); d.Stats.Removed != 0 || d.Stats.Added != 0 || d.Stats.Kept != d.Stats.Copies || d.Stats.Copies != len(catalog) {
 			t.Errorf("decision after the move: %+v, want nothing removed or added, %d kept", d.Stats, len(catalog))
 		}
 	}
+
+	// host-02 comes back: a fresh assignment (its stale versions are placed
+	// elsewhere and too young to move back), every version still on one host.
+	hosts.Store(&three)
+	d = decide()
+	if d.Stats.Added != 0 || d.Stats.Removed != 0 || d.Stats.Copies != len(catalog) {
+		t.Errorf("decision after host-02 came back: %+v, want nothing added or removed, %d copies", d.Stats, len(catalog))
+	}
+	st, err = store.ReadState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ha, ok := st.Assignment.Hosts["host-02"]
+	if !ok {
+		t.Fatal("host-02 came back and has no assignment in KV")
+	}
+	if len(ha.Entries) != 0 {
+		t.Errorf("host-02 came back to %v, want a fresh (empty) assignment, not its stale %v", keysOf(ha.Entries), stale)
+	}
+	copies := map[Key]int{}
+	for _, ha := range st.Assignment.Hosts {
+		for _, e := range ha.Entries {
+			copies[e.Key]++
+		}
+	}
+	for _, v := range catalog {
+		if copies[v.Key] != 1 {
+			t.Errorf("%s has %d copies in KV, want 1", v.Key, copies[v.Key])
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -290,6 +290,9 @@ func (s *Store) parseState(pairs api.KVPairs, index uint64) *Stored {
 		if errors.Is(err, ErrNotFound) {
 			continue
 		}
+		if m.Pool == "" {
+			m.Pool = pool // a manifest that did not decode: where it lives
+		}
 		st.Written[host] = Written{Manifest: m, Index: idx, Present: idx != 0}
 		if err != nil {
 			st.Broken[host] = err
@@ -349,6 +352,46 @@ func (s *Store) WriteAssignment(ctx context.Context, session string, a Assignmen
 		}
 	}
 	return res, nil
+}
+
+// ClearHost deletes one host's assignment (manifest and every shard) in one
+// transaction, guarded by the leader session when session is set and
+// check-and-set on the manifest index in st, and drops the host from st. The
+// controller clears a host that left once its versions are placed elsewhere, so
+// that readers stop naming it and a host that comes back starts from a fresh
+// assignment, not its stale one. A watching sidecar that is still alive keeps
+// what it has (no value is not an empty one: nothing is unloaded). ErrConflict:
+// someone wrote since st was read.
+func (s *Store) ClearHost(ctx context.Context, session, host string, st *Stored) error {
+	w, ok := st.Written[host]
+	if !ok || !w.Present {
+		return nil
+	}
+	pool := w.Manifest.Pool
+	if ha, ok := st.Assignment.Hosts[host]; ok {
+		pool = ha.Pool
+	}
+	prefix := s.HostPrefix(pool, host)
+	var ops api.TxnOps
+	if session != "" {
+		ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCheckSession, Key: s.LockKey(), Session: session}})
+	}
+	ops = append(ops,
+		&api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCheckIndex, Key: prefix + "manifest", Index: w.Index}},
+		&api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDeleteTree, Key: prefix}})
+	resp, err := s.txn(ctx, ops)
+	if err != nil {
+		return fmt.Errorf("placement: clear host %s: %w", host, err)
+	}
+	for _, r := range resp.Results {
+		if r.KV != nil {
+			st.Index = max(st.Index, r.KV.ModifyIndex)
+		}
+	}
+	delete(st.Written, host)
+	delete(st.Assignment.Hosts, host)
+	delete(st.Broken, host)
+	return nil
 }
 
 // HostView is one host's assignment as a watcher delivers it.
