@@ -169,6 +169,9 @@ func (c *Controller) Store() *Store { return c.store }
 // IsLeader says whether this controller holds the lock now.
 func (c *Controller) IsLeader() bool { return c.leader.Load() }
 
+// ReportTTL is how old a host status or demand report may be and still count.
+func (c *Controller) ReportTTL() time.Duration { return c.cfg.ReportTTL }
+
 // Last is the last decision this controller wrote while leading (nil if none).
 func (c *Controller) Last() *Decision { return c.last.Load() }
 

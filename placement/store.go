@@ -495,7 +495,17 @@ type HostStatus struct {
 	// Failures are loads that failed, with when to try again.
 	Failures  []StatusFailure `json:"failures,omitempty"`
 	DiskBytes int64           `json:"disk_bytes,omitempty"`
+	// Cached are versions kept on disk but not loaded: the sidecar's cache of
+	// recently unassigned versions (Bytes: on disk). Placed here again, one loads
+	// without an S3 download. Most recently unassigned first, at most
+	// MaxStatusCached; CachedOmitted counts the rest.
+	Cached        []StatusVersion `json:"cached,omitempty"`
+	CachedOmitted int             `json:"cached_omitted,omitempty"`
 }
+
+// MaxStatusCached bounds HostStatus.Cached, so a cache of many small versions
+// keeps the status value well under Consul's value limit.
+const MaxStatusCached = 4096
 
 // StatusVersion is one loaded version.
 type StatusVersion struct {
@@ -602,6 +612,25 @@ func (s *Store) ReadReports(ctx context.Context) (*Reports, error) {
 	}
 	slices.SortFunc(r.Demand, func(a, b DemandReport) int { return cmp.Compare(a.Gateway, b.Gateway) })
 	return r, nil
+}
+
+// ReadStatuses reads every host's status (without the demand reports).
+func (s *Store) ReadStatuses(ctx context.Context) (map[string]HostStatus, error) {
+	prefix := s.cfg.Prefix + "/status/"
+	pairs, _, err := s.c.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("placement: read %s: %w", prefix, err)
+	}
+	out := make(map[string]HostStatus, len(pairs))
+	for _, p := range pairs {
+		var st HostStatus
+		if err := gunzipJSON(p.Value, &st); err != nil {
+			s.cfg.Logger.Warn("placement: bad host status ignored", "key", p.Key, "err", err)
+			continue
+		}
+		out[st.Host] = st
+	}
+	return out, nil
 }
 
 // MergeDemand sums rates and takes the latest use over reports updated after
