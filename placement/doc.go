@@ -62,7 +62,8 @@
 //     RequiredNotResident Problem), it does not drop them silently.
 //   - A host in load-failure backoff for a version is not assigned it.
 //   - A frozen host (ControllerConfig.RequireStatus: its sidecar stopped
-//     reporting) keeps its versions and is assigned no new ones.
+//     reporting) keeps its versions and is assigned no new ones; its copies are
+//     not counted, so each of its versions gets its copies on live hosts.
 //   - Placed is not served: the gateway routes by what hosts report AVAILABLE,
 //     never by the assignment (architecture invariant 7).
 //

@@ -215,6 +215,9 @@ type hostCopy struct {
 	since    time.Time
 	draining bool
 	prev     bool
+	// frozen: on a frozen host, kept but not counted as a copy (nothing says it
+	// is loaded, nor will be), so the version gets its copies elsewhere.
+	frozen bool
 }
 
 type vstate struct {
@@ -273,7 +276,7 @@ func Decide(in Input) (*Decision, error) {
 		st := hostState{id: h.ID, pool: pool, cap: h.CapacityBytes, eligible: h.CapacityBytes > 0, frozen: h.Frozen}
 		if st.eligible && st.frozen {
 			d.Problems = append(d.Problems, Problem{Kind: HostFrozen, Host: h.ID,
-				Message: fmt.Sprintf("host %q takes no new versions: its sidecar has not reported recently; it keeps what it has", h.ID)})
+				Message: fmt.Sprintf("host %q takes no new versions and its copies are not counted (each gets a copy elsewhere): its sidecar has not reported recently; it keeps what it has", h.ID)})
 		}
 		if !st.eligible {
 			d.Problems = append(d.Problems, Problem{Kind: HostNoCapacity, Host: h.ID,
@@ -438,7 +441,7 @@ func Decide(in Input) (*Decision, error) {
 		}
 		prevCopies := 0
 		for _, c := range v.prev {
-			if !c.draining {
+			if !c.draining && (c.host < 0 || !d.hosts[c.host].frozen) {
 				prevCopies++
 			}
 		}
@@ -510,6 +513,7 @@ func Decide(in Input) (*Decision, error) {
 			continue
 		}
 		valid := scratch[:0]
+		var frozen []hostCopy
 		for _, c := range v.prev {
 			if c.host < 0 || d.hosts[c.host].pool != v.poolName || !d.hosts[c.host].eligible {
 				d.Stats.Removed++
@@ -517,6 +521,13 @@ func Decide(in Input) (*Decision, error) {
 			}
 			if _, bad := d.fail[hostKey{c.host, v.key}]; bad {
 				d.Stats.Removed++
+				continue
+			}
+			if d.hosts[c.host].frozen {
+				// Kept as it is (nothing is unloaded for lack of an answer), not
+				// counted: the version's copies are placed elsewhere.
+				c.frozen = true
+				frozen = append(frozen, c)
 				continue
 			}
 			valid = append(valid, c)
@@ -549,6 +560,7 @@ func Decide(in Input) (*Decision, error) {
 				valid[i].draining = false
 			}
 		}
+		valid = append(valid, frozen...)
 		for _, c := range valid {
 			h := &d.hosts[c.host]
 			if h.used+v.size > h.cap {
@@ -800,7 +812,7 @@ func wantCopies(pc PoolConfig, r float64, p, minCopies, hosts int) int {
 func (v *vstate) active() int {
 	n := 0
 	for _, c := range v.copies {
-		if !c.draining {
+		if !c.draining && !c.frozen {
 			n++
 		}
 	}

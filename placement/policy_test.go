@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -601,11 +602,12 @@ func TestConfigValidate(t *testing.T) {
 }
 
 // TestDecideFrozenHost: a host whose sidecar stopped reporting keeps its copies
-// and takes no new ones; new versions go to the next candidate.
+// but they are not counted (each gets a copy on a live host), and it takes no
+// new ones; new versions go to the next candidate.
 func TestDecideFrozenHost(t *testing.T) {
 	ids := hostIDs(3)
 	a, b := k("a", 1), k("b", 1)
-	ra, rb := Rank(a, ids, nil), Rank(b, ids, nil)
+	rb := Rank(b, ids, nil)
 	hosts := mkHosts(3, 100*mb)
 	for i := range hosts {
 		if hosts[i].ID == rb[0] {
@@ -616,8 +618,13 @@ func TestDecideFrozenHost(t *testing.T) {
 	d := mustDecide(t, Input{Now: t0.Add(time.Hour), Config: cfg1(), Hosts: hosts, Previous: prev,
 		Catalog: []Version{{Key: a, ObjectBytes: 10 * mb}, {Key: b, ObjectBytes: 10 * mb}},
 		Demand:  map[Key]Demand{a: {Rate: 1, LastUsed: t0}, b: {Rate: 1, LastUsed: t0}}})
-	if got := hostsOf(d, a); !reflect.DeepEqual(got, []string{rb[0]}) {
-		t.Errorf("a on %v, want kept on frozen %s (its home is %s)", got, rb[0], ra[0])
+	// a stays on the frozen host (nothing is unloaded for lack of an answer) but
+	// that copy is not counted: a has its one copy on a live host too.
+	if got := hostsOf(d, a); len(got) != 2 || !slices.Contains(got, rb[0]) || got[0] == got[1] {
+		t.Errorf("a on %v, want kept on frozen %s and placed on another host", got, rb[0])
+	}
+	if st := stateOf(d, a); st.State != Placed {
+		t.Errorf("a: %v %q, want placed", st.State, st.Why)
 	}
 	if got := hostsOf(d, b); !reflect.DeepEqual(got, rb[1:2]) {
 		t.Errorf("b on %v, want %v (its first candidate %s is frozen)", got, rb[1:2], rb[0])
@@ -628,6 +635,18 @@ func TestDecideFrozenHost(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("problems %+v lack HostFrozen for %s", d.Problems, rb[0])
+	}
+
+	// The host reports again, with both copies of a loaded: a is back to one.
+	var res []Resident
+	for _, h := range hostsOf(d, a) {
+		res = append(res, Resident{Host: h, Key: a, Bytes: 10 * mb})
+	}
+	d2 := mustDecide(t, Input{Now: t0.Add(2 * time.Hour), Config: cfg1(), Hosts: mkHosts(3, 100*mb), Previous: &d.Assignment,
+		Catalog: []Version{{Key: a, ObjectBytes: 10 * mb}, {Key: b, ObjectBytes: 10 * mb}}, Resident: res,
+		Demand: map[Key]Demand{a: {Rate: 1, LastUsed: t0}, b: {Rate: 1, LastUsed: t0}}})
+	if st := stateOf(d2, a); st.State != Placed || len(st.Hosts) != 1 || len(st.Draining) != 0 {
+		t.Errorf("a after the host reported again: %v on %v (draining %v), want placed on one host", st.State, st.Hosts, st.Draining)
 	}
 }
 
