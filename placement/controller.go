@@ -288,6 +288,7 @@ func (c *Controller) lead(ctx context.Context, session string) error {
 	defer func() { <-watchDone }()
 
 	var st *Stored
+	var problemsSum uint64 // of the problems last logged at Warn
 	delay := c.cfg.RetryMin
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -325,20 +326,33 @@ func (c *Controller) lead(ctx context.Context, session string) error {
 		c.mu.Lock()
 		c.written++
 		c.mu.Unlock()
+		// Problems are logged when they change (and at each new term), not on
+		// every decision: the same list every interval would bury everything else.
+		ph := xxhash.New()
+		for _, p := range d.Problems {
+			_, _ = ph.WriteString(p.Message)
+			_, _ = ph.Write([]byte{0})
+		}
+		newProblems := ph.Sum64() != problemsSum
+		problemsSum = ph.Sum64()
 		lvl := slog.LevelDebug
-		if res.HostsWritten > 0 || len(d.Problems) > 0 {
+		if res.HostsWritten > 0 || (newProblems && len(d.Problems) > 0) {
 			lvl = slog.LevelInfo
 		}
 		c.cfg.Logger.Log(ctx, lvl, "placement: decided", "hosts_written", res.HostsWritten, "kv_bytes", res.Bytes,
 			"versions", d.Stats.Versions, "placed", d.Stats.Placed, "added", d.Stats.Added, "removed", d.Stats.Removed,
 			"moved", d.Stats.Moved, "evicted", d.Stats.Evicted, "pending", d.Stats.Pending,
 			"pending_required", d.Stats.PendingRequired, "problems", len(d.Problems))
+		plvl := slog.LevelWarn
+		if !newProblems {
+			plvl = slog.LevelDebug
+		}
 		for i, p := range d.Problems {
 			if i == 20 {
-				c.cfg.Logger.Warn("placement: more problems not logged", "count", len(d.Problems)-i)
+				c.cfg.Logger.Log(ctx, plvl, "placement: more problems not logged", "count", len(d.Problems)-i)
 				break
 			}
-			c.cfg.Logger.Warn("placement: "+p.Message, "kind", p.Kind.String())
+			c.cfg.Logger.Log(ctx, plvl, "placement: "+p.Message, "kind", p.Kind.String())
 		}
 		timer.Reset(c.cfg.Interval)
 	}
