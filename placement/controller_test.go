@@ -608,3 +608,84 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestControllerBacksOffOnConflict: another writer (a second controller that
+// still believes it leads, an operator) rewrites a host's value behind the
+// leader's back. The leader's next write to that host loses its check-and-set:
+// it writes nothing over the other value, says so, re-reads and decides from
+// what is in KV, and its next write lands.
+func TestControllerBacksOffOnConflict(t *testing.T) {
+	consul := testenv.StartConsul(t)
+	cl := consul.Client(t)
+	ctx := t.Context()
+	full := mkCatalog(20, 10*mb)
+	var catalog atomic.Pointer[[]Version]
+	catalog.Store(&full)
+	store := NewStore(cl, StoreConfig{Prefix: "t"})
+	now := time.Now()
+	var dv []DemandVersion
+	for _, v := range full {
+		dv = append(dv, DemandVersion{Model: v.Model, Version: v.Version, Rate: 1, LastUsed: now})
+	}
+	if err := store.PutDemand(ctx, DemandReport{Gateway: "g", Updated: now, Versions: dv}); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	c, err := NewController(cl, ControllerConfig{
+		ID: "a", Policy: Config{Default: PoolConfig{MemoryMultiplier: 1}},
+		Store:    StoreConfig{Prefix: "t", WaitTime: time.Second},
+		Hosts:    func(context.Context) ([]Host, error) { return mkHosts(2, 300*mb), nil },
+		Catalog:  func(context.Context) ([]Version, error) { return *catalog.Load(), nil },
+		Interval: time.Hour, LockDelay: 10 * time.Millisecond, LockWait: 300 * time.Millisecond,
+		RetryMin: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "first decision", func() bool { return c.writes() > 0 })
+	on0 := c.Last().Assignment.Hosts["host-00"].Entries
+	if len(on0) < 2 {
+		t.Fatalf("host-00 holds %d versions, want at least 2", len(on0))
+	}
+
+	// The other writer: host-00 holds only its first version, from a fresh read.
+	st, err := store.ReadState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := Assignment{Hosts: map[string]HostAssignment{"host-00": {Pool: DefaultPoolName, Entries: on0[:1]}}}
+	if _, err := store.WriteAssignment(ctx, "", other, st); err != nil {
+		t.Fatal(err)
+	}
+	// The leader must now write host-00: one of its versions leaves the catalog.
+	gone := on0[len(on0)-1].Key
+	less := slices.DeleteFunc(slices.Clone(full), func(v Version) bool { return v.Key == gone })
+	catalog.Store(&less)
+	failed := func() int { c.mu.Lock(); defer c.mu.Unlock(); return c.failed }
+	w, f := c.writes(), failed()
+	c.Trigger()
+	waitFor(t, "a lost check-and-set, then a decision written", func() bool { return failed() > f && c.writes() > w })
+	if !strings.Contains(logs.String(), "placement: decide failed") || !strings.Contains(logs.String(), ErrConflict.Error()) {
+		t.Errorf("the conflict was not logged:\n%s", logs.String())
+	}
+	// It decided from KV: host-00 holds what the decision says, the other
+	// writer's value was the previous assignment it decided from.
+	final, err := store.ReadState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assignmentsEqual(t, final.Assignment, c.Last().Assignment)
+	for _, e := range final.Assignment.Hosts["host-00"].Entries {
+		if e.Key == gone {
+			t.Errorf("%s, gone from the catalog, is still on host-00", gone)
+		}
+	}
+	if d := c.Last(); d.Stats.Copies != len(less) {
+		t.Errorf("decision after the conflict: %+v, want %d copies", d.Stats, len(less))
+	}
+}
