@@ -54,7 +54,9 @@ type ControllerConfig struct {
 	ReportTTL time.Duration
 	// RequireStatus freezes hosts whose sidecar has no status report newer than
 	// ReportTTL: they keep their versions and take no new ones (nothing would load
-	// them). Turn it on once every host's sidecar reports. Default false.
+	// them), and their copies are not counted, so each of their versions gets its
+	// copies on live hosts. Turn it on once every host's sidecar reports. Default
+	// false.
 	RequireStatus bool
 	// RetryMin and RetryMax bound the delay after a failed campaign or decision. Defaults 200ms, 10s.
 	RetryMin, RetryMax time.Duration
