@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -687,5 +689,72 @@ func TestControllerBacksOffOnConflict(t *testing.T) {
 	}
 	if d := c.Last(); d.Stats.Copies != len(less) {
 		t.Errorf("decision after the conflict: %+v, want %d copies", d.Stats, len(less))
+	}
+}
+
+// TestControllerReportsBadCatalog: catalog entries in KV with a missing, a
+// negative and an absurd size (as a hand-written or corrupted catalog could
+// hold), read by the controller from a real Consul agent, are each a problem in
+// the leader's report (what ListPlacement shows) and its log, and take no room
+// from the good version.
+func TestControllerReportsBadCatalog(t *testing.T) {
+	consul := testenv.StartConsul(t)
+	cl := consul.Client(t)
+	ctx := t.Context()
+	store := NewStore(cl, StoreConfig{Prefix: "t"})
+	cat := []Version{{Key: k("good", 1), ObjectBytes: 10 * mb}, {Key: k("missing", 1)}, {Key: k("negative", 1), ObjectBytes: -1},
+		{Key: k("absurd", 1), ObjectBytes: math.MaxInt64}}
+	if _, err := store.WriteCatalog(ctx, cat, Written{}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	var dv []DemandVersion
+	for _, v := range cat {
+		dv = append(dv, DemandVersion{Model: v.Model, Version: v.Version, Rate: 1, LastUsed: now})
+	}
+	if err := store.PutDemand(ctx, DemandReport{Gateway: "g", Updated: now, Versions: dv}); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	c, err := NewController(cl, ControllerConfig{
+		ID: "a", Policy: Config{Default: PoolConfig{MemoryMultiplier: 1.2}},
+		Store:    StoreConfig{Prefix: "t", WaitTime: time.Second},
+		Hosts:    func(context.Context) ([]Host, error) { return mkHosts(2, 300*mb), nil },
+		Interval: time.Hour, LockDelay: 10 * time.Millisecond, LockWait: 300 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+	var rep Report
+	waitFor(t, "the leader's report", func() bool {
+		rep, err = store.ReadReport(ctx)
+		return err == nil
+	})
+	want := map[string]string{
+		"missing@1 has no usable object size in the catalog (0 bytes)":   "bad_catalog_entry",
+		"negative@1 has no usable object size in the catalog (-1 bytes)": "bad_catalog_entry",
+		"absurd@1 needs 9223372036854775807 bytes":                       "version_too_large",
+	}
+	for msg, kind := range want {
+		found := false
+		for _, p := range rep.Problems {
+			if strings.Contains(p.Message, msg) && p.Kind.String() == kind {
+				found = true
+				if q := strconv.Quote("placement: " + p.Message); !strings.Contains(logs.String(), q[1:len(q)-1]) {
+					t.Errorf("not logged: %s", p.Message)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no %s problem %q in the report: %+v", kind, msg, rep.Problems)
+		}
+	}
+	if rep.Stats.Placed != 1 || rep.Stats.Pending != 3 {
+		t.Errorf("report stats %+v, want the good version placed, 3 pending", rep.Stats)
 	}
 }
