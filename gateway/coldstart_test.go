@@ -602,6 +602,11 @@ func TestColdStartPlacement(t *testing.T) {
 	})
 
 	t.Run("ListPlacement", func(t *testing.T) {
+		// A host whose sidecar reports reviews@1 unloaded in its disk cache.
+		if err := e.store.PutStatus(context.Background(), placement.HostStatus{Host: "sim9", Updated: time.Now(),
+			Cached: []placement.StatusVersion{{Model: "reviews", Version: 1, Bytes: 123}}}); err != nil {
+			t.Fatal(err)
+		}
 		resp, err := e.client.ListPlacement(context.Background(), &tfgatev1.ListPlacementRequest{Model: "reviews"})
 		if err != nil {
 			t.Fatal(err)
@@ -613,8 +618,9 @@ func TestColdStartPlacement(t *testing.T) {
 		for _, v := range resp.GetVersions() {
 			byV[v.GetVersion()] = v
 		}
-		if v := byV[1]; v == nil || v.GetRequired() != "default" || len(v.GetAssigned()) != 1 || v.GetAssigned()[0].GetHost() != "sim1" || len(v.GetResident()) != 1 {
-			t.Errorf("reviews@1: %v, want required default, assigned to sim1, resident", v)
+		if v := byV[1]; v == nil || v.GetRequired() != "default" || len(v.GetAssigned()) != 1 || v.GetAssigned()[0].GetHost() != "sim1" || len(v.GetResident()) != 1 ||
+			!slices.Equal(v.GetCached(), []string{"sim9"}) {
+			t.Errorf("reviews@1: %v, want required default, assigned to sim1, resident, cached on sim9", v)
 		}
 		if v := byV[2]; v == nil || v.GetState() != "placed" || len(v.GetResident()) != 1 || v.GetLoading() || !strings.Contains(v.GetWhy(), "sim1") {
 			t.Errorf("reviews@2: %v, want placed and resident on sim1, explained", v)

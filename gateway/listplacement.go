@@ -12,9 +12,10 @@ import (
 // ListPlacement describes the placement as this gateway sees it: per model
 // version, where the assignment in KV puts it, which hosts report it AVAILABLE
 // (what requests are routed to), whether it is loading, why it is where it is
-// (this gateway's own decision when it leads, else the leader's report), and the
-// requests held for it. The versions listed are those assigned, reported on by
-// the leader, needed by the routing config, or waited for now. Without
+// (this gateway's own decision when it leads, else the leader's report), the
+// requests held for it, and which hosts keep it unloaded in their disk cache
+// (from their fresh statuses). The versions listed are those assigned, reported
+// on by the leader, needed by the routing config, or waited for now. Without
 // --placement it answers enabled=false.
 func (s *Server) ListPlacement(ctx context.Context, req *tfgatev1.ListPlacementRequest) (*tfgatev1.ListPlacementResponse, error) {
 	p := s.placer
@@ -30,6 +31,23 @@ func (s *Server) ListPlacement(ctx context.Context, req *tfgatev1.ListPlacementR
 		resp.ReportAgeSeconds = time.Since(report.Generated).Seconds()
 		for _, pr := range report.Problems {
 			resp.Problems = append(resp.Problems, pr.Message)
+		}
+	}
+	// The hosts' disk caches, from their fresh statuses.
+	cached := map[placement.Key][]string{}
+	rctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+	statuses, serr := p.store.ReadStatuses(rctx)
+	cancel()
+	if serr == nil {
+		fresh := time.Now().Add(-p.ctl.ReportTTL())
+		for host, hs := range statuses {
+			if hs.Updated.Before(fresh) {
+				continue
+			}
+			for _, c := range hs.Cached {
+				k := placement.Key{Model: c.Model, Version: c.Version}
+				cached[k] = append(cached[k], host)
+			}
 		}
 	}
 	reported := map[placement.Key]placement.VersionState{}
@@ -100,6 +118,7 @@ func (s *Server) ListPlacement(ctx context.Context, req *tfgatev1.ListPlacementR
 			}
 			return 0
 		})
+		pv.Cached = slices.Sorted(slices.Values(cached[k]))
 		pv.Resident = s.opts.Backends.AvailableHosts(k.Model, k.Version, cfg.Models[k.Model].Pools)
 		pv.Loading = len(pv.Assigned) > 0 && len(pv.Resident) == 0
 		if last != nil {

@@ -50,7 +50,8 @@
 //     recently assigned leaving first, and a version's files are deleted only after
 //     GetModelStatus reports it END or unknown: never under a loaded model.
 //   - The host's status (what TF Serving reports AVAILABLE, with load seconds; bytes
-//     on disk; failures with reasons and a FailureBackoff) is written with
+//     on disk; failures with reasons and a FailureBackoff; the unassigned, unloaded
+//     versions of the disk cache, most recently unassigned first) is written with
 //     placement.Store.PutStatus when it changed, at most once per PollInterval, and
 //     every StatusInterval as a heartbeat. Catch-up, instead of fetching, writes the
 //     catalog (every version in the bucket and its object size) with

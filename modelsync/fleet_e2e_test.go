@@ -157,7 +157,7 @@ func hostsOf(a placement.Assignment, live map[string]bool) map[placement.Key][]s
 //     resident bytes than its servingsim memory limit;
 //  3. when one host's sidecar and servingsim stop and its registration goes, only
 //     that host's versions move (the moved fraction is logged against 1/N), and
-//     they become AVAILABLE on the survivors;
+//     they become AVAILABLE on the survivors, and its value leaves KV;
 //  4. pinned and routed versions (ControllerConfig.Routing) stay resident: their
 //     copies on surviving hosts stay AVAILABLE throughout, and afterwards each has
 //     its copies with no RequiredNotResident problem.
@@ -567,6 +567,9 @@ func TestFleetPlacementEndToEnd(t *testing.T) {
 	}
 	if got := hostsOf(final.Assignment, live); fmt.Sprint(got) != fmt.Sprint(now2) {
 		t.Errorf("placement changed after the fleet settled: %v -> %v", now2, got)
+	}
+	if _, ok := final.Written[victim.id]; ok {
+		t.Errorf("%s left but its assignment is still in KV: %v", victim.id, final.Assignment.Hosts[victim.id].Entries)
 	}
 	t.Logf("settled decision %+v; took %v", c.Last().Stats, time.Since(start).Round(time.Millisecond))
 }

@@ -910,15 +910,30 @@ func (p *placer) report(ctx context.Context, full bool) {
 		return compareKeys(placement.Key{Model: a.Model, Version: a.Version}, placement.Key{Model: b.Model, Version: b.Version})
 	})
 	var cached int64
+	var inCache []placement.Key
 	p.mu.Lock()
 	assigned := len(p.assigned)
 	for k, n := range p.disk {
 		st.DiskBytes += n
 		if !p.assigned[k] {
 			cached += n
+			if unloaded(p.state(k)) {
+				inCache = append(inCache, k)
+			}
 		}
 	}
 	p.mu.Unlock()
+	// The disk cache, most recently unassigned first (what evict keeps longest).
+	slices.SortFunc(inCache, func(a, b placement.Key) int {
+		return cmp.Or(p.lastUsed[b].Compare(p.lastUsed[a]), compareKeys(a, b))
+	})
+	if len(inCache) > placement.MaxStatusCached {
+		st.CachedOmitted = len(inCache) - placement.MaxStatusCached
+		inCache = inCache[:placement.MaxStatusCached]
+	}
+	for _, k := range inCache {
+		st.Cached = append(st.Cached, placement.StatusVersion{Model: k.Model, Version: k.Version, Bytes: p.disk[k]})
+	}
 	p.metrics.assigned.Store(int64(assigned))
 	p.metrics.resident.Store(int64(len(st.Resident)))
 	p.metrics.failures.Store(int64(len(st.Failures)))

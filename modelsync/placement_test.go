@@ -417,9 +417,12 @@ func TestPlacementSyncsTheAssignment(t *testing.T) {
 	// b@1 unassigned, a@1 assigned: b@1 unloads but stays cached on disk.
 	pe.assign(t, a1, a2)
 	pe.waitExactly(t, []placement.Key{a1, a2}, b1)
-	pe.status(t, "a@1 and a@2 resident", func(st placement.HostStatus) bool {
-		return slices.Equal(resident(st), []string{"a@1", "a@2"})
+	st = pe.status(t, "a@1 and a@2 resident, b@1 cached", func(st placement.HostStatus) bool {
+		return slices.Equal(resident(st), []string{"a@1", "a@2"}) && len(st.Cached) == 1
 	})
+	if c := st.Cached[0]; c.Model != "b" || c.Version != 1 || c.Bytes != pe.bytesOf(t, b1) {
+		t.Errorf("status cached %+v, want b@1 with its %d disk bytes", st.Cached, pe.bytesOf(t, b1))
+	}
 	if s := pe.state(b1); s != servingpb.ModelVersionStatus_END {
 		t.Errorf("unassigned b@1 is %v in servingsim, want END", s)
 	}
@@ -431,7 +434,9 @@ func TestPlacementSyncsTheAssignment(t *testing.T) {
 	gets := pe.s3.gets.Load()
 	pe.assign(t, a1, a2, b1)
 	pe.waitExactly(t, []placement.Key{a1, a2, b1})
-	pe.status(t, "b@1 resident again", func(st placement.HostStatus) bool { return slices.Contains(resident(st), "b@1") })
+	pe.status(t, "b@1 resident again, nothing cached", func(st placement.HostStatus) bool {
+		return slices.Contains(resident(st), "b@1") && len(st.Cached) == 0
+	})
 	if n := pe.s3.gets.Load(); n != gets {
 		t.Errorf("re-assigning a cached version made %d S3 GETs", n-gets)
 	}

@@ -54,7 +54,9 @@ type ControllerConfig struct {
 	ReportTTL time.Duration
 	// RequireStatus freezes hosts whose sidecar has no status report newer than
 	// ReportTTL: they keep their versions and take no new ones (nothing would load
-	// them). Turn it on once every host's sidecar reports. Default false.
+	// them), and their copies are not counted, so each of their versions gets its
+	// copies on live hosts. Turn it on once every host's sidecar reports. Default
+	// false.
 	RequireStatus bool
 	// RetryMin and RetryMax bound the delay after a failed campaign or decision. Defaults 200ms, 10s.
 	RetryMin, RetryMax time.Duration
@@ -96,13 +98,7 @@ type Controller struct {
 	failed  int // decisions that failed or were refused
 
 	reportSum uint64 // of the last report written (lead loop only)
-	// left: hosts gone from the host list whose versions a decision written this
-	// term has re-placed elsewhere. Their last value stays in KV (nothing is
-	// unloaded for lack of an answer) but is no longer fed to Decide as previous
-	// copies, so it is not counted as removed again on every decision, nor as a
-	// copy (wantCopies' hysteresis). Lead loop only; reset at each new term.
-	left    map[string]bool
-	metrics *controllerMetrics
+	metrics   *controllerMetrics
 }
 
 // NewController validates cfg and returns a controller; Run starts it.
@@ -174,6 +170,9 @@ func (c *Controller) Store() *Store { return c.store }
 
 // IsLeader says whether this controller holds the lock now.
 func (c *Controller) IsLeader() bool { return c.leader.Load() }
+
+// ReportTTL is how old a host status or demand report may be and still count.
+func (c *Controller) ReportTTL() time.Duration { return c.cfg.ReportTTL }
 
 // Last is the last decision this controller wrote while leading (nil if none).
 func (c *Controller) Last() *Decision { return c.last.Load() }
@@ -291,7 +290,7 @@ func (c *Controller) lead(ctx context.Context, session string) error {
 	defer func() { <-watchDone }()
 
 	var st *Stored
-	c.left = map[string]bool{}
+	var problemsSum uint64 // of the problems last logged at Warn
 	delay := c.cfg.RetryMin
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -329,20 +328,33 @@ func (c *Controller) lead(ctx context.Context, session string) error {
 		c.mu.Lock()
 		c.written++
 		c.mu.Unlock()
+		// Problems are logged when they change (and at each new term), not on
+		// every decision: the same list every interval would bury everything else.
+		ph := xxhash.New()
+		for _, p := range d.Problems {
+			_, _ = ph.WriteString(p.Message)
+			_, _ = ph.Write([]byte{0})
+		}
+		newProblems := ph.Sum64() != problemsSum
+		problemsSum = ph.Sum64()
 		lvl := slog.LevelDebug
-		if res.HostsWritten > 0 || len(d.Problems) > 0 {
+		if res.HostsWritten > 0 || (newProblems && len(d.Problems) > 0) {
 			lvl = slog.LevelInfo
 		}
 		c.cfg.Logger.Log(ctx, lvl, "placement: decided", "hosts_written", res.HostsWritten, "kv_bytes", res.Bytes,
 			"versions", d.Stats.Versions, "placed", d.Stats.Placed, "added", d.Stats.Added, "removed", d.Stats.Removed,
 			"moved", d.Stats.Moved, "evicted", d.Stats.Evicted, "pending", d.Stats.Pending,
 			"pending_required", d.Stats.PendingRequired, "problems", len(d.Problems))
+		plvl := slog.LevelWarn
+		if !newProblems {
+			plvl = slog.LevelDebug
+		}
 		for i, p := range d.Problems {
 			if i == 20 {
-				c.cfg.Logger.Warn("placement: more problems not logged", "count", len(d.Problems)-i)
+				c.cfg.Logger.Log(ctx, plvl, "placement: more problems not logged", "count", len(d.Problems)-i)
 				break
 			}
-			c.cfg.Logger.Warn("placement: "+p.Message, "kind", p.Kind.String())
+			c.cfg.Logger.Log(ctx, plvl, "placement: "+p.Message, "kind", p.Kind.String())
 		}
 		timer.Reset(c.cfg.Interval)
 	}
@@ -388,20 +400,7 @@ func (c *Controller) decideOnce(ctx context.Context, session string, st *Stored)
 			}
 		}
 	}
-	present := make(map[string]bool, len(hosts))
-	for _, h := range hosts {
-		present[h.ID] = true
-	}
 	prev := st.Assignment
-	if len(c.left) > 0 {
-		prev = Assignment{Hosts: make(map[string]HostAssignment, len(st.Assignment.Hosts))}
-		for id, ha := range st.Assignment.Hosts {
-			if c.left[id] && !present[id] {
-				continue // re-placed by an earlier decision of this term
-			}
-			prev.Hosts[id] = ha
-		}
-	}
 	in := Input{Now: now, Config: c.cfg.Policy, Hosts: hosts, Catalog: catalog, Resident: resident,
 		Failures: failures, Demand: MergeDemand(reports.Demand, now.Add(-c.cfg.ReportTTL)), Previous: &prev}
 	if c.cfg.Routing != nil {
@@ -418,12 +417,8 @@ func (c *Controller) decideOnce(ctx context.Context, session string, st *Stored)
 	if err != nil {
 		return d, res, err
 	}
-	for id, ha := range st.Assignment.Hosts {
-		if _, ok := d.Assignment.Hosts[id]; ok || present[id] {
-			delete(c.left, id) // back (or still here): its value is an input again
-		} else if !c.left[id] && rePlaced(d, ha.Entries) {
-			c.left[id] = true
-		}
+	if err := c.clearDeparted(ctx, session, d, st); err != nil {
+		return d, res, err
 	}
 	// The report is rewritten only when what it says changes.
 	rep := NewReport(d, c.cfg.ID, now)
@@ -436,6 +431,44 @@ func (c *Controller) decideOnce(ctx context.Context, session string, st *Stored)
 		}
 	}
 	return d, res, nil
+}
+
+// clearDeparted deletes the KV value of every host the decision assigns nothing
+// because it left the host list (deregistered, failing its health check) or has
+// no capacity, once d has placed its versions elsewhere: readers (ListPlacement,
+// the gateways' cold-start messages) stop naming it, it is not fed to Decide
+// again as previous copies (counted as removed on every decision), and a host
+// that comes back gets a fresh assignment instead of reloading its stale one.
+// Clearing unloads nothing: a sidecar still watching keeps what it has until it
+// is assigned something again. A host whose versions are still waiting for room
+// keeps its value (it is what keeps them considered, and reported) until they
+// are placed.
+func (c *Controller) clearDeparted(ctx context.Context, session string, d *Decision, st *Stored) error {
+	var gone []string
+	for id, ha := range st.Assignment.Hosts {
+		if _, ok := d.Assignment.Hosts[id]; !ok && rePlaced(d, ha.Entries) {
+			gone = append(gone, id)
+		}
+	}
+	for id := range st.Broken {
+		if _, ok := d.Assignment.Hosts[id]; !ok {
+			gone = append(gone, id) // unreadable and gone: nothing to re-place from it
+		}
+	}
+	slices.Sort(gone)
+	for _, id := range gone {
+		n := len(st.Assignment.Hosts[id].Entries)
+		if err := c.store.ClearHost(ctx, session, id, st); err != nil {
+			if errors.Is(err, ErrConflict) || ctx.Err() != nil {
+				return err
+			}
+			c.cfg.Logger.Warn("placement: clearing a departed host's assignment failed; retrying on the next decision", "host", id, "err", err)
+			continue
+		}
+		c.cfg.Logger.Info("placement: cleared the assignment of a host that left (or has no capacity); its versions are placed elsewhere",
+			"host", id, "versions", n)
+	}
+	return nil
 }
 
 // rePlaced says whether every version of a departed host's entries that d

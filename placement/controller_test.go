@@ -2,16 +2,20 @@ package placement
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -466,11 +470,13 @@ func TestControllerRequireStatus(t *testing.T) {
 	}
 }
 
-// TestControllerHostLeftCountedOnce: a host that leaves keeps its last value in
-// KV (nothing is unloaded for lack of an answer), but once a decision has
-// re-placed its versions, later decisions do not count its copies as removed
-// again, and change nothing.
-func TestControllerHostLeftCountedOnce(t *testing.T) {
+// TestControllerClearsDepartedHost: a host that leaves keeps its value until a
+// decision has re-placed its versions; then that value is deleted from KV (the
+// watchers see the host gone), later decisions do not count its copies as
+// removed again and change nothing; when it comes back it is assigned afresh,
+// not its stale versions (which now live elsewhere), and no version gets more
+// copies than it wants.
+func TestControllerClearsDepartedHost(t *testing.T) {
 	consul := testenv.StartConsul(t)
 	cl := consul.Client(t)
 	ctx := t.Context()
@@ -487,12 +493,14 @@ func TestControllerHostLeftCountedOnce(t *testing.T) {
 	var hosts atomic.Pointer[[]Host]
 	three := mkHosts(3, 300*mb)
 	hosts.Store(&three)
+	var logs syncBuffer
 	c, err := NewController(cl, ControllerConfig{
 		ID: "a", Policy: Config{Default: PoolConfig{MemoryMultiplier: 1}},
 		Store:    StoreConfig{Prefix: "t", WaitTime: time.Second},
 		Hosts:    func(context.Context) ([]Host, error) { return slices.Clone(*hosts.Load()), nil },
 		Catalog:  func(context.Context) ([]Version, error) { return catalog, nil },
 		Interval: time.Hour, LockDelay: 10 * time.Millisecond, LockWait: 300 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -502,10 +510,15 @@ func TestControllerHostLeftCountedOnce(t *testing.T) {
 	go func() { done <- c.Run(rctx) }()
 	defer func() { cancel(); <-done }()
 	waitFor(t, "first decision", func() bool { return c.writes() > 0 })
-	gone := len(c.Last().Assignment.Hosts["host-02"].Entries)
-	if gone == 0 {
+	stale := keysOf(c.Last().Assignment.Hosts["host-02"].Entries)
+	if len(stale) == 0 {
 		t.Fatal("nothing on host-02")
 	}
+	updates := make(chan *Stored, 16)
+	wctx, wcancel := context.WithCancel(ctx)
+	wdone := make(chan error, 1)
+	go func() { wdone <- store.WatchState(wctx, updates) }()
+	defer func() { wcancel(); <-wdone }()
 
 	two := three[:2]
 	hosts.Store(&two)
@@ -517,16 +530,231 @@ func TestControllerHostLeftCountedOnce(t *testing.T) {
 		return c.Last()
 	}
 	d := decide()
-	if d.Stats.Removed != gone || d.Stats.Added != gone || d.Stats.Pending != 0 {
-		t.Fatalf("decision after host-02 left: %+v, want %d removed and added", d.Stats, gone)
+	if d.Stats.Removed != len(stale) || d.Stats.Added != len(stale) || d.Stats.Pending != 0 {
+		t.Fatalf("decision after host-02 left: %+v, want %d removed and added", d.Stats, len(stale))
 	}
-	st, _ := store.ReadState(ctx)
-	if n := len(st.Assignment.Hosts["host-02"].Entries); n != gone {
-		t.Errorf("host-02's value has %d entries, want its last %d kept", n, gone)
+	st, err := store.ReadState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := st.Written["host-02"]; ok {
+		t.Errorf("host-02's value is still in KV after its versions were re-placed: %v", st.Assignment.Hosts["host-02"].Entries)
+	}
+	if keys, _, err := cl.KV().Keys(store.HostPrefix(DefaultPoolName, "host-02"), "", nil); err != nil || len(keys) != 0 {
+		t.Errorf("keys left under host-02: %v %v", keys, err)
+	}
+	// A watcher (a gateway) sees host-02 gone.
+	for seen := false; !seen; {
+		select {
+		case v := <-updates:
+			_, there := v.Assignment.Hosts["host-02"]
+			seen = !there && len(v.Assignment.Hosts) == 2
+		case <-time.After(time.Minute):
+			t.Fatal("no watch update without host-02")
+		}
+	}
+	if !strings.Contains(logs.String(), "cleared the assignment of a host that left") || !strings.Contains(logs.String(), "host=host-02") {
+		t.Errorf("no log line for clearing host-02:\n%s", logs.String())
 	}
 	for range 2 {
 		if d := decide(); d.Stats.Removed != 0 || d.Stats.Added != 0 || d.Stats.Kept != d.Stats.Copies || d.Stats.Copies != len(catalog) {
 			t.Errorf("decision after the move: %+v, want nothing removed or added, %d kept", d.Stats, len(catalog))
 		}
+	}
+
+	// host-02 comes back: a fresh assignment (its stale versions are placed
+	// elsewhere and too young to move back), every version still on one host.
+	hosts.Store(&three)
+	d = decide()
+	if d.Stats.Added != 0 || d.Stats.Removed != 0 || d.Stats.Copies != len(catalog) {
+		t.Errorf("decision after host-02 came back: %+v, want nothing added or removed, %d copies", d.Stats, len(catalog))
+	}
+	st, err = store.ReadState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ha, ok := st.Assignment.Hosts["host-02"]
+	if !ok {
+		t.Fatal("host-02 came back and has no assignment in KV")
+	}
+	if len(ha.Entries) != 0 {
+		t.Errorf("host-02 came back to %v, want a fresh (empty) assignment, not its stale %v", keysOf(ha.Entries), stale)
+	}
+	copies := map[Key]int{}
+	for _, ha := range st.Assignment.Hosts {
+		for _, e := range ha.Entries {
+			copies[e.Key]++
+		}
+	}
+	for _, v := range catalog {
+		if copies[v.Key] != 1 {
+			t.Errorf("%s has %d copies in KV, want 1", v.Key, copies[v.Key])
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestControllerBacksOffOnConflict: another writer (a second controller that
+// still believes it leads, an operator) rewrites a host's value behind the
+// leader's back. The leader's next write to that host loses its check-and-set:
+// it writes nothing over the other value, says so, re-reads and decides from
+// what is in KV, and its next write lands.
+func TestControllerBacksOffOnConflict(t *testing.T) {
+	consul := testenv.StartConsul(t)
+	cl := consul.Client(t)
+	ctx := t.Context()
+	full := mkCatalog(20, 10*mb)
+	var catalog atomic.Pointer[[]Version]
+	catalog.Store(&full)
+	store := NewStore(cl, StoreConfig{Prefix: "t"})
+	now := time.Now()
+	var dv []DemandVersion
+	for _, v := range full {
+		dv = append(dv, DemandVersion{Model: v.Model, Version: v.Version, Rate: 1, LastUsed: now})
+	}
+	if err := store.PutDemand(ctx, DemandReport{Gateway: "g", Updated: now, Versions: dv}); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	c, err := NewController(cl, ControllerConfig{
+		ID: "a", Policy: Config{Default: PoolConfig{MemoryMultiplier: 1}},
+		Store:    StoreConfig{Prefix: "t", WaitTime: time.Second},
+		Hosts:    func(context.Context) ([]Host, error) { return mkHosts(2, 300*mb), nil },
+		Catalog:  func(context.Context) ([]Version, error) { return *catalog.Load(), nil },
+		Interval: time.Hour, LockDelay: 10 * time.Millisecond, LockWait: 300 * time.Millisecond,
+		RetryMin: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "first decision", func() bool { return c.writes() > 0 })
+	on0 := c.Last().Assignment.Hosts["host-00"].Entries
+	if len(on0) < 2 {
+		t.Fatalf("host-00 holds %d versions, want at least 2", len(on0))
+	}
+
+	// The other writer: host-00 holds only its first version, from a fresh read.
+	st, err := store.ReadState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := Assignment{Hosts: map[string]HostAssignment{"host-00": {Pool: DefaultPoolName, Entries: on0[:1]}}}
+	if _, err := store.WriteAssignment(ctx, "", other, st); err != nil {
+		t.Fatal(err)
+	}
+	// The leader must now write host-00: one of its versions leaves the catalog.
+	gone := on0[len(on0)-1].Key
+	less := slices.DeleteFunc(slices.Clone(full), func(v Version) bool { return v.Key == gone })
+	catalog.Store(&less)
+	failed := func() int { c.mu.Lock(); defer c.mu.Unlock(); return c.failed }
+	w, f := c.writes(), failed()
+	c.Trigger()
+	waitFor(t, "a lost check-and-set, then a decision written", func() bool { return failed() > f && c.writes() > w })
+	if !strings.Contains(logs.String(), "placement: decide failed") || !strings.Contains(logs.String(), ErrConflict.Error()) {
+		t.Errorf("the conflict was not logged:\n%s", logs.String())
+	}
+	// It decided from KV: host-00 holds what the decision says, the other
+	// writer's value was the previous assignment it decided from.
+	final, err := store.ReadState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assignmentsEqual(t, final.Assignment, c.Last().Assignment)
+	for _, e := range final.Assignment.Hosts["host-00"].Entries {
+		if e.Key == gone {
+			t.Errorf("%s, gone from the catalog, is still on host-00", gone)
+		}
+	}
+	if d := c.Last(); d.Stats.Copies != len(less) {
+		t.Errorf("decision after the conflict: %+v, want %d copies", d.Stats, len(less))
+	}
+}
+
+// TestControllerReportsBadCatalog: catalog entries in KV with a missing, a
+// negative and an absurd size (as a hand-written or corrupted catalog could
+// hold), read by the controller from a real Consul agent, are each a problem in
+// the leader's report (what ListPlacement shows) and its log, and take no room
+// from the good version.
+func TestControllerReportsBadCatalog(t *testing.T) {
+	consul := testenv.StartConsul(t)
+	cl := consul.Client(t)
+	ctx := t.Context()
+	store := NewStore(cl, StoreConfig{Prefix: "t"})
+	cat := []Version{{Key: k("good", 1), ObjectBytes: 10 * mb}, {Key: k("missing", 1)}, {Key: k("negative", 1), ObjectBytes: -1},
+		{Key: k("absurd", 1), ObjectBytes: math.MaxInt64}}
+	if _, err := store.WriteCatalog(ctx, cat, Written{}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	var dv []DemandVersion
+	for _, v := range cat {
+		dv = append(dv, DemandVersion{Model: v.Model, Version: v.Version, Rate: 1, LastUsed: now})
+	}
+	if err := store.PutDemand(ctx, DemandReport{Gateway: "g", Updated: now, Versions: dv}); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	c, err := NewController(cl, ControllerConfig{
+		ID: "a", Policy: Config{Default: PoolConfig{MemoryMultiplier: 1.2}},
+		Store:    StoreConfig{Prefix: "t", WaitTime: time.Second},
+		Hosts:    func(context.Context) ([]Host, error) { return mkHosts(2, 300*mb), nil },
+		Interval: time.Hour, LockDelay: 10 * time.Millisecond, LockWait: 300 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+	var rep Report
+	waitFor(t, "the leader's report", func() bool {
+		rep, err = store.ReadReport(ctx)
+		return err == nil
+	})
+	want := map[string]string{
+		"missing@1 has no usable object size in the catalog (0 bytes)":   "bad_catalog_entry",
+		"negative@1 has no usable object size in the catalog (-1 bytes)": "bad_catalog_entry",
+		"absurd@1 needs 9223372036854775807 bytes":                       "version_too_large",
+	}
+	for msg, kind := range want {
+		found := false
+		for _, p := range rep.Problems {
+			if strings.Contains(p.Message, msg) && p.Kind.String() == kind {
+				found = true
+				if q := strconv.Quote("placement: " + p.Message); !strings.Contains(logs.String(), q[1:len(q)-1]) {
+					t.Errorf("not logged: %s", p.Message)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no %s problem %q in the report: %+v", kind, msg, rep.Problems)
+		}
+	}
+	if rep.Stats.Placed != 1 || rep.Stats.Pending != 3 {
+		t.Errorf("report stats %+v, want the good version placed, 3 pending", rep.Stats)
 	}
 }

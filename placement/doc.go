@@ -70,7 +70,8 @@
 //     RequiredNotResident Problem), it does not drop them silently.
 //   - A host in load-failure backoff for a version is not assigned it.
 //   - A frozen host (ControllerConfig.RequireStatus: its sidecar stopped
-//     reporting) keeps its versions and is assigned no new ones.
+//     reporting) keeps its versions and is assigned no new ones; its copies are
+//     not counted, so each of its versions gets its copies on live hosts.
 //   - Placed is not served: the gateway routes by what hosts report AVAILABLE,
 //     never by the assignment (architecture invariant 7).
 //
@@ -92,10 +93,15 @@
 // leader that has not noticed yet can overwrite neither its successor nor a value
 // it did not read. New shard generations are written with CAS index 0 (must not
 // exist). Status and demand keys have one writer each and are plain puts; readers
-// ignore reports older than a TTL. Hosts that leave keep their last value:
-// nothing is unloaded for lack of an answer. Once a decision has re-placed a
-// departed host's versions, the leader stops feeding that value to Decide as
-// previous copies (it is not counted as removed again on every decision).
+// ignore reports older than a TTL. A host that leaves the host list
+// (deregistered, failing its health check) or has no capacity keeps its value
+// until a decision has placed its versions elsewhere; then the leader deletes
+// it (one transaction: check-session, check-index on the manifest, delete-tree),
+// so readers stop naming it and a host that comes back is assigned afresh
+// rather than reloading its stale value. Deleting unloads nothing: a sidecar
+// still watching keeps what it has (no value is not an empty one). A host whose
+// sidecar stopped reporting (status older than the TTL, with RequireStatus) has
+// not left: its value stays, and it is frozen.
 //
 // A reader lists <prefix>/placement/<pool>/<host>/ (one consistent read at one
 // index), takes the manifest, and accepts the assignment only if every shard it

@@ -1,7 +1,11 @@
 package placement
 
 import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
 	"testing"
+	"time"
 )
 
 // FuzzDecodeHost: KV values come from outside this process; decoding garbage
@@ -31,6 +35,31 @@ func FuzzDecodeHost(f *testing.F) {
 		}
 		for _, e := range es {
 			_ = e.Key.String()
+		}
+	})
+}
+
+// FuzzHostStatus: a host status comes from a sidecar through KV; reading
+// garbage must return an error, never panic, and a status that reads back
+// (with its disk cache) turns into policy inputs without panicking.
+func FuzzHostStatus(f *testing.F) {
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	_ = json.NewEncoder(zw).Encode(HostStatus{Host: "h", Updated: time.Unix(1e9, 0),
+		Resident: []StatusVersion{{Model: "a", Version: 1, Bytes: 10}},
+		Cached:   []StatusVersion{{Model: "b", Version: 2, Bytes: 20}}, CachedOmitted: 3})
+	_ = zw.Close()
+	f.Add(b.Bytes())
+	f.Add([]byte{0x1f, 0x8b})
+	f.Fuzz(func(t *testing.T, v []byte) {
+		var st HostStatus
+		if err := gunzipJSON(v, &st); err != nil {
+			return
+		}
+		r := Reports{Status: map[string]HostStatus{st.Host: st}}
+		_, _ = r.Inputs(time.Time{})
+		for _, c := range st.Cached {
+			_ = Key{Model: c.Model, Version: c.Version}.String()
 		}
 	})
 }

@@ -101,6 +101,8 @@ const (
 	RequiredNotResident
 	// HostFrozen: a host takes no new copies (its status is stale).
 	HostFrozen
+	// VersionTooLarge: a version needs more memory than the largest host of its pool.
+	VersionTooLarge
 )
 
 func (k ProblemKind) String() string {
@@ -117,6 +119,8 @@ func (k ProblemKind) String() string {
 		return "required_not_resident"
 	case HostFrozen:
 		return "host_frozen"
+	case VersionTooLarge:
+		return "version_too_large"
 	}
 	return "unknown"
 }
@@ -126,7 +130,7 @@ func (k ProblemKind) MarshalText() ([]byte, error) { return []byte(k.String()), 
 
 // UnmarshalText reads a kind's name.
 func (k *ProblemKind) UnmarshalText(b []byte) error {
-	for c := HostNoCapacity; c <= HostFrozen; c++ {
+	for c := HostNoCapacity; c <= VersionTooLarge; c++ {
 		if c.String() == string(b) {
 			*k = c
 			return nil
@@ -214,6 +218,9 @@ type hostCopy struct {
 	since    time.Time
 	draining bool
 	prev     bool
+	// frozen: on a frozen host, kept but not counted as a copy (nothing says it
+	// is loaded, nor will be), so the version gets its copies elsewhere.
+	frozen bool
 }
 
 type vstate struct {
@@ -272,7 +279,7 @@ func Decide(in Input) (*Decision, error) {
 		st := hostState{id: h.ID, pool: pool, cap: h.CapacityBytes, eligible: h.CapacityBytes > 0, frozen: h.Frozen}
 		if st.eligible && st.frozen {
 			d.Problems = append(d.Problems, Problem{Kind: HostFrozen, Host: h.ID,
-				Message: fmt.Sprintf("host %q takes no new versions: its sidecar has not reported recently; it keeps what it has", h.ID)})
+				Message: fmt.Sprintf("host %q takes no new versions and its copies are not counted (each gets a copy elsewhere): its sidecar has not reported recently; it keeps what it has", h.ID)})
 		}
 		if !st.eligible {
 			d.Problems = append(d.Problems, Problem{Kind: HostNoCapacity, Host: h.ID,
@@ -421,7 +428,12 @@ func Decide(in Input) (*Decision, error) {
 		if b := reported[v.key]; b > 0 {
 			v.size, v.reported = b, true
 		} else if v.object > 0 {
-			v.size = int64(math.Ceil(float64(v.object) * pc.MemoryMultiplier))
+			// An absurd object size (past int64 once multiplied) is too large, not
+			// an overflow to a negative size.
+			v.size = math.MaxInt64
+			if f := math.Ceil(float64(v.object) * pc.MemoryMultiplier); f < math.MaxInt64 {
+				v.size = int64(f)
+			}
 		}
 		if v.lastUsed.IsZero() {
 			for _, c := range v.prev {
@@ -432,7 +444,7 @@ func Decide(in Input) (*Decision, error) {
 		}
 		prevCopies := 0
 		for _, c := range v.prev {
-			if !c.draining {
+			if !c.draining && (c.host < 0 || !d.hosts[c.host].frozen) {
 				prevCopies++
 			}
 		}
@@ -445,11 +457,14 @@ func Decide(in Input) (*Decision, error) {
 		case v.pool == nil || eligible == 0:
 			v.state, v.why = Unplaceable, fmt.Sprintf("pool %q has no hosts with capacity", v.poolName)
 		case v.size <= 0:
-			v.state, v.why = Unplaceable, "no size known: catalog object size missing and no host reported one"
+			v.state, v.why = Unplaceable, fmt.Sprintf("no size known: catalog object size %d and no host reported one", v.object)
 			d.Problems = append(d.Problems, Problem{Kind: BadCatalogEntry, Key: v.key,
-				Message: fmt.Sprintf("%s has no object size in the catalog; it cannot be placed", v.key)})
+				Message: fmt.Sprintf("%s has no usable object size in the catalog (%d bytes); it cannot be placed until its object is listed with a size", v.key, v.object)})
 		case v.size > v.pool.maxCap:
 			v.state, v.why = Unplaceable, fmt.Sprintf("needs %d bytes; the largest host in pool %q has %d", v.size, v.poolName, v.pool.maxCap)
+			d.Problems = append(d.Problems, Problem{Kind: VersionTooLarge, Key: v.key,
+				Message: fmt.Sprintf("%s needs %d bytes (%s), more than the largest host in pool %q (%d bytes); it cannot be placed until a larger host joins",
+					v.key, v.size, sizeSource(v, pc), v.poolName, v.pool.maxCap)})
 		}
 	}
 
@@ -506,6 +521,7 @@ func Decide(in Input) (*Decision, error) {
 			continue
 		}
 		valid := scratch[:0]
+		var frozen []hostCopy
 		for _, c := range v.prev {
 			if c.host < 0 || d.hosts[c.host].pool != v.poolName || !d.hosts[c.host].eligible {
 				d.Stats.Removed++
@@ -513,6 +529,13 @@ func Decide(in Input) (*Decision, error) {
 			}
 			if _, bad := d.fail[hostKey{c.host, v.key}]; bad {
 				d.Stats.Removed++
+				continue
+			}
+			if d.hosts[c.host].frozen {
+				// Kept as it is (nothing is unloaded for lack of an answer), not
+				// counted: the version's copies are placed elsewhere.
+				c.frozen = true
+				frozen = append(frozen, c)
 				continue
 			}
 			valid = append(valid, c)
@@ -545,6 +568,7 @@ func Decide(in Input) (*Decision, error) {
 				valid[i].draining = false
 			}
 		}
+		valid = append(valid, frozen...)
 		for _, c := range valid {
 			h := &d.hosts[c.host]
 			if h.used+v.size > h.cap {
@@ -765,6 +789,14 @@ func Decide(in Input) (*Decision, error) {
 	return d, nil
 }
 
+// sizeSource says where a version's size came from, for messages.
+func sizeSource(v *vstate, pc PoolConfig) string {
+	if v.reported {
+		return "reported by a host"
+	}
+	return fmt.Sprintf("object %d bytes x memory_multiplier %g", v.object, pc.MemoryMultiplier)
+}
+
 // wantCopies is the number of copies for a request rate, with hysteresis: with p
 // copies now, the count changes only when p is outside
 // [ceil(r/(rate*(1+h))), ceil(r/(rate*(1-h)))], and then to ceil(r/rate); the
@@ -788,7 +820,7 @@ func wantCopies(pc PoolConfig, r float64, p, minCopies, hosts int) int {
 func (v *vstate) active() int {
 	n := 0
 	for _, c := range v.copies {
-		if !c.draining {
+		if !c.draining && !c.frozen {
 			n++
 		}
 	}

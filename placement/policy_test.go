@@ -2,8 +2,10 @@ package placement
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -206,6 +208,53 @@ func TestDecideHostWithoutCapacityIsReported(t *testing.T) {
 	}
 	if len(d.Problems) != 1 || d.Problems[0].Kind != HostNoCapacity || d.Problems[0].Host != "nocap" {
 		t.Errorf("problems %+v, want one HostNoCapacity for nocap", d.Problems)
+	}
+}
+
+// TestDecideBadSizes: catalog entries without a usable size (missing, negative)
+// and versions larger than any host (by catalog size, by an absurd size that
+// would overflow once multiplied, by what a host reported) are Unplaceable, each
+// with a Problem that says what to fix, and take no room from the rest.
+func TestDecideBadSizes(t *testing.T) {
+	hosts := mkHosts(2, 300*mb)
+	ok := Version{Key: k("ok", 1), ObjectBytes: 10 * mb}
+	cat := []Version{ok, {Key: k("zero", 1)}, {Key: k("neg", 1), ObjectBytes: -5},
+		{Key: k("huge", 1), ObjectBytes: 400 * mb}, {Key: k("absurd", 1), ObjectBytes: math.MaxInt64},
+		{Key: k("grown", 1), ObjectBytes: 10 * mb}}
+	cfg := cfg1()
+	cfg.Default.MemoryMultiplier = 1.5
+	d := mustDecide(t, Input{Now: t0, Config: cfg, Hosts: hosts, Catalog: cat, Demand: demandAll(cat, 1, t0),
+		Resident: []Resident{{Host: "host-00", Key: k("grown", 1), Bytes: 500 * mb}}})
+	if got := hostsOf(d, ok.Key); len(got) != 1 {
+		t.Errorf("ok@1 on %v, want one host", got)
+	}
+	want := map[Key][2]string{
+		k("zero", 1):   {"bad_catalog_entry", "ok@1"},
+		k("neg", 1):    {"bad_catalog_entry", "(-5 bytes)"},
+		k("huge", 1):   {"version_too_large", "needs 629145600 bytes (object 419430400 bytes x memory_multiplier 1.5), more than the largest host in pool \"default\" (314572800 bytes)"},
+		k("absurd", 1): {"version_too_large", "needs 9223372036854775807 bytes"},
+		k("grown", 1):  {"version_too_large", "needs 524288000 bytes (reported by a host)"},
+	}
+	for key, w := range want {
+		if st := stateOf(d, key); st.State != Unplaceable || len(st.Hosts) != 0 {
+			t.Errorf("%s: %v on %v, want unplaceable", key, st.State, st.Hosts)
+		}
+		found := false
+		for _, p := range d.Problems {
+			if p.Key == key {
+				found = true
+				if p.Kind.String() != w[0] || (key != k("zero", 1) && !strings.Contains(p.Message, w[1])) {
+					t.Errorf("%s: problem %s %q, want %s containing %q", key, p.Kind, p.Message, w[0], w[1])
+				}
+				t.Logf("%s: %s", p.Kind, p.Message)
+			}
+		}
+		if !found {
+			t.Errorf("%s: no problem reported; problems %+v", key, d.Problems)
+		}
+	}
+	if d.Stats.Placed != 1 || d.Stats.Pending != len(want) {
+		t.Errorf("stats %+v, want 1 placed, %d pending", d.Stats, len(want))
 	}
 }
 
@@ -570,11 +619,12 @@ func TestConfigValidate(t *testing.T) {
 }
 
 // TestDecideFrozenHost: a host whose sidecar stopped reporting keeps its copies
-// and takes no new ones; new versions go to the next candidate.
+// but they are not counted (each gets a copy on a live host), and it takes no
+// new ones; new versions go to the next candidate.
 func TestDecideFrozenHost(t *testing.T) {
 	ids := hostIDs(3)
 	a, b := k("a", 1), k("b", 1)
-	ra, rb := Rank(a, ids, nil), Rank(b, ids, nil)
+	rb := Rank(b, ids, nil)
 	hosts := mkHosts(3, 100*mb)
 	for i := range hosts {
 		if hosts[i].ID == rb[0] {
@@ -585,8 +635,13 @@ func TestDecideFrozenHost(t *testing.T) {
 	d := mustDecide(t, Input{Now: t0.Add(time.Hour), Config: cfg1(), Hosts: hosts, Previous: prev,
 		Catalog: []Version{{Key: a, ObjectBytes: 10 * mb}, {Key: b, ObjectBytes: 10 * mb}},
 		Demand:  map[Key]Demand{a: {Rate: 1, LastUsed: t0}, b: {Rate: 1, LastUsed: t0}}})
-	if got := hostsOf(d, a); !reflect.DeepEqual(got, []string{rb[0]}) {
-		t.Errorf("a on %v, want kept on frozen %s (its home is %s)", got, rb[0], ra[0])
+	// a stays on the frozen host (nothing is unloaded for lack of an answer) but
+	// that copy is not counted: a has its one copy on a live host too.
+	if got := hostsOf(d, a); len(got) != 2 || !slices.Contains(got, rb[0]) || got[0] == got[1] {
+		t.Errorf("a on %v, want kept on frozen %s and placed on another host", got, rb[0])
+	}
+	if st := stateOf(d, a); st.State != Placed {
+		t.Errorf("a: %v %q, want placed", st.State, st.Why)
 	}
 	if got := hostsOf(d, b); !reflect.DeepEqual(got, rb[1:2]) {
 		t.Errorf("b on %v, want %v (its first candidate %s is frozen)", got, rb[1:2], rb[0])
@@ -597,6 +652,18 @@ func TestDecideFrozenHost(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("problems %+v lack HostFrozen for %s", d.Problems, rb[0])
+	}
+
+	// The host reports again, with both copies of a loaded: a is back to one.
+	var res []Resident
+	for _, h := range hostsOf(d, a) {
+		res = append(res, Resident{Host: h, Key: a, Bytes: 10 * mb})
+	}
+	d2 := mustDecide(t, Input{Now: t0.Add(2 * time.Hour), Config: cfg1(), Hosts: mkHosts(3, 100*mb), Previous: &d.Assignment,
+		Catalog: []Version{{Key: a, ObjectBytes: 10 * mb}, {Key: b, ObjectBytes: 10 * mb}}, Resident: res,
+		Demand: map[Key]Demand{a: {Rate: 1, LastUsed: t0}, b: {Rate: 1, LastUsed: t0}}})
+	if st := stateOf(d2, a); st.State != Placed || len(st.Hosts) != 1 || len(st.Draining) != 0 {
+		t.Errorf("a after the host reported again: %v on %v (draining %v), want placed on one host", st.State, st.Hosts, st.Draining)
 	}
 }
 

@@ -290,6 +290,9 @@ func (s *Store) parseState(pairs api.KVPairs, index uint64) *Stored {
 		if errors.Is(err, ErrNotFound) {
 			continue
 		}
+		if m.Pool == "" {
+			m.Pool = pool // a manifest that did not decode: where it lives
+		}
 		st.Written[host] = Written{Manifest: m, Index: idx, Present: idx != 0}
 		if err != nil {
 			st.Broken[host] = err
@@ -349,6 +352,46 @@ func (s *Store) WriteAssignment(ctx context.Context, session string, a Assignmen
 		}
 	}
 	return res, nil
+}
+
+// ClearHost deletes one host's assignment (manifest and every shard) in one
+// transaction, guarded by the leader session when session is set and
+// check-and-set on the manifest index in st, and drops the host from st. The
+// controller clears a host that left once its versions are placed elsewhere, so
+// that readers stop naming it and a host that comes back starts from a fresh
+// assignment, not its stale one. A watching sidecar that is still alive keeps
+// what it has (no value is not an empty one: nothing is unloaded). ErrConflict:
+// someone wrote since st was read.
+func (s *Store) ClearHost(ctx context.Context, session, host string, st *Stored) error {
+	w, ok := st.Written[host]
+	if !ok || !w.Present {
+		return nil
+	}
+	pool := w.Manifest.Pool
+	if ha, ok := st.Assignment.Hosts[host]; ok {
+		pool = ha.Pool
+	}
+	prefix := s.HostPrefix(pool, host)
+	var ops api.TxnOps
+	if session != "" {
+		ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCheckSession, Key: s.LockKey(), Session: session}})
+	}
+	ops = append(ops,
+		&api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCheckIndex, Key: prefix + "manifest", Index: w.Index}},
+		&api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDeleteTree, Key: prefix}})
+	resp, err := s.txn(ctx, ops)
+	if err != nil {
+		return fmt.Errorf("placement: clear host %s: %w", host, err)
+	}
+	for _, r := range resp.Results {
+		if r.KV != nil {
+			st.Index = max(st.Index, r.KV.ModifyIndex)
+		}
+	}
+	delete(st.Written, host)
+	delete(st.Assignment.Hosts, host)
+	delete(st.Broken, host)
+	return nil
 }
 
 // HostView is one host's assignment as a watcher delivers it.
@@ -452,7 +495,17 @@ type HostStatus struct {
 	// Failures are loads that failed, with when to try again.
 	Failures  []StatusFailure `json:"failures,omitempty"`
 	DiskBytes int64           `json:"disk_bytes,omitempty"`
+	// Cached are versions kept on disk but not loaded: the sidecar's cache of
+	// recently unassigned versions (Bytes: on disk). Placed here again, one loads
+	// without an S3 download. Most recently unassigned first, at most
+	// MaxStatusCached; CachedOmitted counts the rest.
+	Cached        []StatusVersion `json:"cached,omitempty"`
+	CachedOmitted int             `json:"cached_omitted,omitempty"`
 }
+
+// MaxStatusCached bounds HostStatus.Cached, so a cache of many small versions
+// keeps the status value well under Consul's value limit.
+const MaxStatusCached = 4096
 
 // StatusVersion is one loaded version.
 type StatusVersion struct {
@@ -559,6 +612,25 @@ func (s *Store) ReadReports(ctx context.Context) (*Reports, error) {
 	}
 	slices.SortFunc(r.Demand, func(a, b DemandReport) int { return cmp.Compare(a.Gateway, b.Gateway) })
 	return r, nil
+}
+
+// ReadStatuses reads every host's status (without the demand reports).
+func (s *Store) ReadStatuses(ctx context.Context) (map[string]HostStatus, error) {
+	prefix := s.cfg.Prefix + "/status/"
+	pairs, _, err := s.c.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("placement: read %s: %w", prefix, err)
+	}
+	out := make(map[string]HostStatus, len(pairs))
+	for _, p := range pairs {
+		var st HostStatus
+		if err := gunzipJSON(p.Value, &st); err != nil {
+			s.cfg.Logger.Warn("placement: bad host status ignored", "key", p.Key, "err", err)
+			continue
+		}
+		out[st.Host] = st
+	}
+	return out, nil
 }
 
 // MergeDemand sums rates and takes the latest use over reports updated after

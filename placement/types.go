@@ -40,8 +40,10 @@ type Host struct {
 	// within the pool, so a host twice as large is first candidate for twice as
 	// many versions.
 	Weight float64
-	// Frozen: the host keeps what it is assigned but takes no new copies (its
-	// sidecar stopped reporting, so nothing new would be loaded there). Reported.
+	// Frozen: the host keeps what it is assigned but takes no new copies, and its
+	// copies are not counted (its sidecar stopped reporting, so nothing says they
+	// are loaded, nor that new ones would be): its versions get copies elsewhere.
+	// Reported.
 	Frozen bool
 }
 

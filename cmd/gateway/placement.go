@@ -15,7 +15,7 @@ func placementFlags(fs *flag.FlagSet) func() *gateway.PlacementConfig {
 	fs.StringVar(&pc.ID, "placement-id", "", "this gateway's name in the placement lock and its demand key (default: hostname-pid)")
 	fs.StringVar(&pc.Store.Prefix, "placement-prefix", "tfgate", "Consul KV prefix of the placement state")
 	fs.DurationVar(&pc.Interval, "placement-interval", placement.DefaultInterval, "longest time between the leader's placement decisions (demand reports decide sooner)")
-	fs.BoolVar(&pc.RequireStatus, "placement-require-status", false, "freeze hosts whose sidecar has not reported its status recently (turn on once every host runs modelsync -placement)")
+	fs.BoolVar(&pc.RequireStatus, "placement-require-status", false, "freeze hosts whose sidecar has not reported its status recently: they keep their versions, take no new ones, and each of their versions gets its copies on live hosts (turn on once every host runs modelsync -placement)")
 	return func() *gateway.PlacementConfig {
 		if !*on {
 			return nil

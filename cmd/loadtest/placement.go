@@ -15,7 +15,8 @@ import (
 )
 
 // placementCmd prints the gateway's ListPlacement: a table of model versions
-// (state, assigned hosts, resident hosts, loading, required, held requests),
+// (state, assigned hosts, resident hosts, hosts with it in their disk cache,
+// loading, required, held requests),
 // the leader's problems, and with --explain each version's explanation; --json
 // prints the response as JSON instead.
 func placementCmd(ctx context.Context, args []string, out io.Writer) error {
@@ -58,7 +59,7 @@ func writePlacement(out io.Writer, resp *tfgatev1.ListPlacementResponse, explain
 	fmt.Fprintf(out, "leader %s%s, report %.1fs old, %d versions, %d requests held for loads\n",
 		or(resp.GetLeader(), "none yet"), leads, resp.GetReportAgeSeconds(), len(resp.GetVersions()), resp.GetColdWaiting())
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MODEL\tVERSION\tSTATE\tASSIGNED\tRESIDENT\tLOADING\tREQUIRED\tHELD")
+	fmt.Fprintln(tw, "MODEL\tVERSION\tSTATE\tASSIGNED\tRESIDENT\tCACHED\tLOADING\tREQUIRED\tHELD")
 	for _, v := range resp.GetVersions() {
 		var assigned []string
 		for _, c := range v.GetAssigned() {
@@ -68,8 +69,9 @@ func writePlacement(out io.Writer, resp *tfgatev1.ListPlacementResponse, explain
 			}
 			assigned = append(assigned, h)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%v\t%s\t%d\n", v.GetModel(), v.GetVersion(), or(v.GetState(), "-"),
-			or(strings.Join(assigned, ","), "-"), or(strings.Join(v.GetResident(), ","), "-"), v.GetLoading(), or(v.GetRequired(), "-"), v.GetColdWaiting())
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%v\t%s\t%d\n", v.GetModel(), v.GetVersion(), or(v.GetState(), "-"),
+			or(strings.Join(assigned, ","), "-"), or(strings.Join(v.GetResident(), ","), "-"), or(strings.Join(v.GetCached(), ","), "-"),
+			v.GetLoading(), or(v.GetRequired(), "-"), v.GetColdWaiting())
 	}
 	if err := tw.Flush(); err != nil {
 		return err

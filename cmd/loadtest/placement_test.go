@@ -13,6 +13,7 @@ func TestWritePlacement(t *testing.T) {
 		Versions: []*tfgatev1.PlacedVersion{
 			{Model: "reviews", Version: 1, State: "placed", Assigned: []*tfgatev1.PlacedCopy{{Host: "sim1"}}, Resident: []string{"10.0.0.1:8500"}, Required: "default", Why: "reviews@1: placed"},
 			{Model: "reviews", Version: 2, State: "placed", Assigned: []*tfgatev1.PlacedCopy{{Host: "sim2"}, {Host: "sim1", Draining: true}}, Loading: true, ColdWaiting: 3},
+			{Model: "reviews", Version: 3, State: "pending", Cached: []string{"sim1", "sim3"}},
 		}}
 	var b strings.Builder
 	if err := writePlacement(&b, resp, true); err != nil {
@@ -20,10 +21,12 @@ func TestWritePlacement(t *testing.T) {
 	}
 	got := b.String()
 	for _, want := range []string{
-		"leader gw1 (this gateway), report 0.0s old, 2 versions, 3 requests held for loads",
-		"MODEL    VERSION  STATE   ASSIGNED",
-		"reviews  1        placed  sim1",
+		"leader gw1 (this gateway), report 0.0s old, 3 versions, 3 requests held for loads",
+		"MODEL    VERSION  STATE    ASSIGNED",
+		"reviews  1        placed   sim1",
 		"sim2,sim1(draining)",
+		"RESIDENT       CACHED     LOADING",
+		"reviews  3        pending  -                    -              sim1,sim3  false",
 		"problem: reviews@9 is required but does not fit",
 		"reviews@1: reviews@1: placed",
 	} {

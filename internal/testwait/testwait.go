@@ -35,6 +35,13 @@ func UntilNil(tb testing.TB, what string, check func() error) {
 	untilNil(tb, Timeout, what, check)
 }
 
+// UntilNilWithin is UntilNil with its own bound, for a wait that includes
+// something slow by design (a Consul session TTL running out after a restart).
+func UntilNilWithin(tb testing.TB, timeout time.Duration, what string, check func() error) {
+	tb.Helper()
+	untilNil(tb, timeout, what, check)
+}
+
 func untilNil(tb testing.TB, timeout time.Duration, what string, check func() error) {
 	tb.Helper()
 	deadline := time.Now().Add(timeout)

@@ -197,7 +197,11 @@ type PlacedVersion struct {
 	// "arm b of exp1", "pin"); empty when it is placed on demand only.
 	Required string `protobuf:"bytes,8,opt,name=required,proto3" json:"required,omitempty"`
 	// cold_waiting counts requests held for it now.
-	ColdWaiting   int64 `protobuf:"varint,9,opt,name=cold_waiting,json=coldWaiting,proto3" json:"cold_waiting,omitempty"`
+	ColdWaiting int64 `protobuf:"varint,9,opt,name=cold_waiting,json=coldWaiting,proto3" json:"cold_waiting,omitempty"`
+	// cached are the hosts (Consul service IDs) that keep it on disk, unloaded,
+	// in their cache of recently unassigned versions, as their sidecars last
+	// reported: placed there again, it loads without an S3 download.
+	Cached        []string `protobuf:"bytes,10,rep,name=cached,proto3" json:"cached,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -295,6 +299,13 @@ func (x *PlacedVersion) GetColdWaiting() int64 {
 	return 0
 }
 
+func (x *PlacedVersion) GetCached() []string {
+	if x != nil {
+		return x.Cached
+	}
+	return nil
+}
+
 // PlacedCopy is one host's copy of a version.
 type PlacedCopy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -372,7 +383,7 @@ const file_tfgate_v1_placement_proto_rawDesc = "" +
 	"\x12report_age_seconds\x18\x04 \x01(\x01R\x10reportAgeSeconds\x124\n" +
 	"\bversions\x18\x05 \x03(\v2\x18.tfgate.v1.PlacedVersionR\bversions\x12\x1a\n" +
 	"\bproblems\x18\x06 \x03(\tR\bproblems\x12!\n" +
-	"\fcold_waiting\x18\a \x01(\x03R\vcoldWaiting\"\x8f\x02\n" +
+	"\fcold_waiting\x18\a \x01(\x03R\vcoldWaiting\"\xa7\x02\n" +
 	"\rPlacedVersion\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x14\n" +
@@ -382,7 +393,9 @@ const file_tfgate_v1_placement_proto_rawDesc = "" +
 	"\bresident\x18\x06 \x03(\tR\bresident\x12\x18\n" +
 	"\aloading\x18\a \x01(\bR\aloading\x12\x1a\n" +
 	"\brequired\x18\b \x01(\tR\brequired\x12!\n" +
-	"\fcold_waiting\x18\t \x01(\x03R\vcoldWaiting\"[\n" +
+	"\fcold_waiting\x18\t \x01(\x03R\vcoldWaiting\x12\x16\n" +
+	"\x06cached\x18\n" +
+	" \x03(\tR\x06cached\"[\n" +
 	"\n" +
 	"PlacedCopy\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12\x1d\n" +
