@@ -19,7 +19,10 @@
 // Requests come from a Workload (YAML, see ParseWorkload): models by weight, a mix
 // of explicit versions, labels and default routes, Zipf-distributed routing keys,
 // and instance contents drawn from distributions. A Generator turns it into
-// Requests deterministically from the workload's seed.
+// Requests deterministically from the workload's seed. A family of per-customer
+// models (Model.Count) with routing keys over as many customers is a Zipf law over
+// the models; Config.Trace records the model of every request (warm-up included)
+// so that offline baselines (loadtest/fleet) replay exactly the same requests.
 //
 // Concurrency: Run owns all goroutines it starts and returns only after they exit.
 // A Target must be safe for concurrent use. Results are recorded into a few

@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -59,7 +60,16 @@ type Config struct {
 	// ProgressNewline ends progress lines with a newline instead of a carriage
 	// return (for logs rather than terminals). Default false.
 	ProgressNewline bool
+	// Trace, when set, receives one line per completed request, warm-up included
+	// (TraceHeader names the columns): its sequence number in send order, intended
+	// send time in ms from the start of the run, warm-up flag, model, version, gRPC
+	// code and latency from the actual send in ms. Lines are written as requests
+	// complete (not in sequence order); sort by seq to replay. Default nil.
+	Trace io.Writer
 }
+
+// TraceHeader is the first line Run writes to Config.Trace.
+const TraceHeader = "seq\tat_ms\twarmup\tmodel\tversion\tcode\tlatency_ms"
 
 // Validate applies defaults and reports every problem at once.
 func (c *Config) Validate() error {
@@ -135,6 +145,11 @@ type runner struct {
 	total, done, failed, late atomic.Int64
 	inflight                  atomic.Int64
 	lastDone                  atomic.Int64 // UnixNano of the last measured completion
+	start                     time.Time
+	seq                       atomic.Int64 // closed loop: the next request's sequence number
+	traceMu                   sync.Mutex
+	trace                     *bufio.Writer // nil: no trace
+	traceErr                  error
 }
 
 // Run drives load at t until the configured duration or request count is reached,
@@ -147,7 +162,12 @@ func Run(ctx context.Context, cfg Config, w *Workload, t Target) (Outcome, error
 	for i := range r.shard {
 		r.shard[i].r = stats.NewRecorder()
 	}
+	if cfg.Trace != nil {
+		r.trace = bufio.NewWriterSize(cfg.Trace, 64<<10)
+		r.trace.WriteString(TraceHeader + "\n")
+	}
 	start := time.Now()
+	r.start = start
 	r.measureStart = start.Add(cfg.Warmup)
 	var end time.Time
 	if cfg.Duration > 0 {
@@ -176,10 +196,19 @@ func Run(ctx context.Context, cfg Config, w *Workload, t Target) (Outcome, error
 	if ld := r.lastDone.Load(); ld > 0 {
 		out.Elapsed = time.Unix(0, ld).Sub(r.measureStart)
 	}
+	if r.trace != nil {
+		if err := r.trace.Flush(); err != nil && r.traceErr == nil {
+			r.traceErr = err
+		}
+		if r.traceErr != nil {
+			return out, fmt.Errorf("%w: writing the trace: %w", ErrConfig, r.traceErr)
+		}
+	}
 	return out, ctx.Err()
 }
 
 type job struct {
+	seq      int64
 	intended time.Time
 	req      *Request
 }
@@ -199,14 +228,14 @@ func (r *runner) open(ctx context.Context, w *Workload, start, end time.Time) {
 				if d := time.Since(j.intended); d > time.Millisecond {
 					r.late.Add(1)
 				}
-				r.do(ctx, i, j.req, j.intended)
+				r.do(ctx, i, j.seq, j.req, j.intended)
 			}
 		}(i)
 	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	next := start
-	var measured int64
+	var measured, seq int64
 schedule:
 	for {
 		next = next.Add(arr.Next())
@@ -228,7 +257,8 @@ schedule:
 			measured++
 		}
 		select {
-		case jobs <- job{intended: next, req: gen.Next()}:
+		case jobs <- job{seq: seq, intended: next, req: gen.Next()}:
+			seq++
 		case <-ctx.Done():
 			break schedule
 		}
@@ -254,7 +284,7 @@ func (r *runner) closed(ctx context.Context, w *Workload, end time.Time) {
 				if !now.Before(r.measureStart) && r.cfg.Requests > 0 && measured.Add(1) > r.cfg.Requests {
 					return
 				}
-				r.do(ctx, i, gen.Next(), now)
+				r.do(ctx, i, r.seq.Add(1)-1, gen.Next(), now)
 			}
 		}(i)
 	}
@@ -262,7 +292,7 @@ func (r *runner) closed(ctx context.Context, w *Workload, end time.Time) {
 }
 
 // do sends one request and records it when its send time is after warm-up.
-func (r *runner) do(ctx context.Context, worker int, req *Request, from time.Time) {
+func (r *runner) do(ctx context.Context, worker int, seq int64, req *Request, from time.Time) {
 	r.inflight.Add(1)
 	rctx, cancel := context.WithTimeout(ctx, req.Deadline)
 	sent := time.Now()
@@ -271,9 +301,6 @@ func (r *runner) do(ctx context.Context, worker int, req *Request, from time.Tim
 	r.inflight.Add(-1)
 	now := time.Now()
 	r.total.Add(1)
-	if from.Before(r.measureStart) {
-		return
-	}
 	if ctx.Err() != nil && res.Err != nil {
 		return // the run was cancelled; this failure is ours, not the target's
 	}
@@ -282,6 +309,11 @@ func (r *runner) do(ctx context.Context, worker int, req *Request, from time.Tim
 		if c := status.FromContextError(res.Err).Code(); c != codes.Unknown {
 			code = c
 		}
+	}
+	warm := from.Before(r.measureStart)
+	r.writeTrace(seq, from, warm, req, code, now.Sub(sent))
+	if warm {
+		return
 	}
 	s := stats.Sample{
 		Model: res.Model, Version: res.Version, Arm: res.Arm, Experiment: res.Experiment,
@@ -305,6 +337,27 @@ func (r *runner) do(ctx context.Context, worker int, req *Request, from time.Tim
 		if now.UnixNano() <= old || r.lastDone.CompareAndSwap(old, now.UnixNano()) {
 			break
 		}
+	}
+}
+
+// writeTrace appends one request's line to the trace (see Config.Trace).
+func (r *runner) writeTrace(seq int64, from time.Time, warmup bool, req *Request, code codes.Code, latency time.Duration) {
+	if r.trace == nil {
+		return
+	}
+	w := 0
+	if warmup {
+		w = 1
+	}
+	r.traceMu.Lock()
+	defer r.traceMu.Unlock()
+	if r.traceErr != nil {
+		return
+	}
+	_, err := fmt.Fprintf(r.trace, "%d\t%.3f\t%d\t%s\t%d\t%s\t%.3f\n", seq, float64(from.Sub(r.start))/float64(time.Millisecond),
+		w, req.Model, req.Version, code, float64(latency)/float64(time.Millisecond))
+	if err != nil {
+		r.traceErr = err
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -238,5 +239,54 @@ func TestConfigValidate(t *testing.T) {
 				t.Errorf("Validate(%+v) = %v, want ErrConfig mentioning %q", tc.cfg, err, tc.want)
 			}
 		})
+	}
+}
+
+// The trace has one line per request, warm-up included, and its models in
+// sequence order are the generator's stream for the seed: a baseline computed
+// offline from the trace sees exactly the requests the target saw.
+func TestRunTrace(t *testing.T) {
+	w := testWorkload(t, "seed: 7\nrouting_keys: {customers: 500, zipf_s: 1.1}\nmodels: [{name: 'cust-{n}', count: 500, routes: [{version: 1}]}]\n")
+	ft := &fakeTarget{}
+	var trace bytes.Buffer
+	out, err := Run(context.Background(), Config{Mode: "open", Rate: 5000, Warmup: 20 * time.Millisecond, Requests: 200, Trace: &trace}, w, ft)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(trace.String(), "\n"), "\n")
+	if lines[0] != TraceHeader {
+		t.Fatalf("trace header %q, want %q", lines[0], TraceHeader)
+	}
+	lines = lines[1:]
+	if int64(len(lines)) != out.Total {
+		t.Fatalf("trace has %d lines, run completed %d requests", len(lines), out.Total)
+	}
+	models := make([]string, len(lines))
+	warm := 0
+	for _, l := range lines {
+		f := strings.Split(l, "\t")
+		if len(f) != 7 {
+			t.Fatalf("trace line %q: %d fields, want 7", l, len(f))
+		}
+		var seq int
+		if _, err := fmt.Sscan(f[0], &seq); err != nil || seq < 0 || seq >= len(lines) || models[seq] != "" {
+			t.Fatalf("trace line %q: bad or repeated seq", l)
+		}
+		models[seq] = f[3]
+		if f[2] == "1" {
+			warm++
+		}
+		if f[4] != "1" || f[5] != "OK" {
+			t.Errorf("trace line %q: want version 1, code OK", l)
+		}
+	}
+	if warm == 0 || int64(len(lines)-warm) != out.Recorder.OK {
+		t.Errorf("%d warm-up lines, %d measured; recorder has %d measured", warm, len(lines)-warm, out.Recorder.OK)
+	}
+	gen := NewGenerator(w, 0)
+	for i, m := range models {
+		if want := gen.Next().Model; m != want {
+			t.Fatalf("trace request %d is for %s, the generator's stream has %s", i, m, want)
+		}
 	}
 }

@@ -82,6 +82,7 @@ func runCmd(ctx context.Context, args []string) error {
 		progress  = fs.String("progress", "auto", "live progress line: auto (on a terminal), line (one per interval), off")
 		armsFromG = fs.Bool("arms-from-gateway", true, "for models without arms in the workload, ask the gateway's ListRoutes for the configured weights")
 		conns     = fs.Int("conns", 1, "gRPC connections, used round-robin")
+		tracePath = fs.String("trace", "", "write one line per request (seq, intended send ms, warm-up flag, model, version, code, latency ms; warm-up included) to this file")
 	)
 	fs.StringVar(&cfg.Mode, "mode", "open", "open (arrival rate) or closed (fixed concurrency)")
 	fs.Float64Var(&cfg.Rate, "rate", 100, "open loop: requests per second")
@@ -171,6 +172,14 @@ func runCmd(ctx context.Context, args []string) error {
 		return fmt.Errorf("--target %q: want gateway or tfserving", *kind)
 	}
 
+	if *tracePath != "" {
+		tf, err := os.Create(*tracePath)
+		if err != nil {
+			return err
+		}
+		defer tf.Close()
+		cfg.Trace = tf
+	}
 	out, runErr := loadtest.Run(ctx, cfg, wl, t)
 	if out.Recorder == nil {
 		return runErr
