@@ -15,6 +15,10 @@
 #                      call): throughput and p50/p90/p99 within 10%?
 #   scale              gateway with a 50,000-model routing config vs a 10-model one:
 #                      RSS and p99
+#   fleet              scripts/bench-fleet.sh: 50,000 per-customer models on 4 servingsim
+#                      hosts holding 10% of the catalog's bytes, Zipf traffic through a
+#                      gateway with --placement; warm share beside the oracle and
+#                      random placement over the same trace (about 8 minutes)
 #   gobench            BenchmarkPredictE2E (gateway/e2ebench_test.go): one Predict
 #                      through gateway.Run in process, raw and typed, vs the grpc-go
 #                      pass-through floor from the same run: ns/op, allocs/op, and the
@@ -23,7 +27,7 @@
 # Parts that are not built or cannot be installed are reported as unavailable.
 # Knobs: BENCH_SECS (measured seconds per run, default 5), BENCH_RATES (fixed rates,
 # default: 25% and 50% of the measured saturation of the slowest path, and 200/s),
-# BENCH_ONLY (space-separated subset of: gobench overhead agreement batching modelsync scale;
+# BENCH_ONLY (space-separated subset of: gobench overhead agreement batching modelsync scale fleet;
 # overhead includes the ghz agreement check), BENCH_AGREE_RATE (total rate of the
 # agreement check, default a quarter of the slowest path's saturation, or 500/s when
 # overhead is not run), BENCH_AGREE_SECS (its measured seconds, default max(BENCH_SECS, 10)),
@@ -581,6 +585,12 @@ else
   done
   "$BIN/loadtest" report --title "scale: 10 vs $SCALE_N models" --html "$RES/scale.html" "$RES"/scale-*-direct.json "$RES"/scale-*-gateway.json
 fi
+fi
+
+# ---------------------------------------------------------------- fleet
+if want fleet; then
+  # shellcheck source=scripts/bench-fleet.sh
+  . "$ROOT/scripts/bench-fleet.sh"
 fi
 
 # ---------------------------------------------------------------- table
