@@ -28,6 +28,13 @@ const (
 	// polled rather than all at the end; the batch doubles with each such round, so
 	// 50,000 models take 5 rounds (and 5 snapshot rebuilds), not 25.
 	minPriorityBatch = 2048
+	// wantPoll is how soon a priority-only round follows one that left wanted
+	// versions (Want) unanswered. A version wanted for a cold start becomes
+	// AVAILABLE about its load time after it is placed, usually well inside one
+	// interval; waiting for the next interval tick (whose round also carries the
+	// resync) added up to that interval, and more on a busy host, to every cold
+	// start. The cost is one GetModelStatus per wanted model and host per wantPoll.
+	wantPoll = 100 * time.Millisecond
 )
 
 // resyncQuota is the resync polls per host per interval tick: the budget
@@ -86,6 +93,14 @@ func (m *Manager) pollLoop(ctx context.Context) error {
 		if ne := m.snap.Load().nextExpiry; ne != 0 && m.now().UnixNano() >= ne {
 			m.rebuild() // an ejection ended
 		}
+		var again *time.Timer
+		var againC <-chan time.Time
+		m.wantMu.Lock()
+		if len(m.wants) > 0 {
+			again = time.NewTimer(min(wantPoll, m.cfg.Readiness.Interval))
+			againC = again.C
+		}
+		m.wantMu.Unlock()
 		select {
 		case <-ctx.Done():
 			return nil
@@ -93,6 +108,11 @@ func (m *Manager) pollLoop(ctx context.Context) error {
 			resync = true
 		case <-m.pollNow:
 			resync = false
+		case <-againC:
+			resync = false // wanted versions only (and what is pending)
+		}
+		if again != nil {
+			again.Stop()
 		}
 	}
 }

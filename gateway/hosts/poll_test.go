@@ -425,3 +425,22 @@ func TestReadyAfterAllAnswered(t *testing.T) {
 		}
 	}
 }
+
+// A version wanted before it exists (a cold start asks for it as it is placed)
+// is polled again soon, not at the next interval tick: with an hour-long
+// interval it still becomes routable once the host has it.
+func TestWantPolledUntilAvailable(t *testing.T) {
+	models := modelNames(50)
+	a := fakeWith(t, models)
+	cfg := testConfig(map[string][]string{"p": {a.addr}})
+	cfg.Readiness.Interval = time.Hour
+	m := startManager(t, cfg, Options{}, models...)
+	before := a.pollCounts()[models[7]]
+	m.Want(models[7], 2) // not on the host yet: the kicked round finds only v1
+	testwait.Until(t, "the wanted model polled after the kicked round", func() bool { return a.pollCounts()[models[7]] >= before+2 })
+	if m.Snapshot().Available(models[7], 2, []string{"p"}) {
+		t.Fatal("v2 routable before the host has it")
+	}
+	a.setVersions(models[7], 1, 2) // its load finished
+	testwait.Until(t, "wanted version routable without an interval tick", func() bool { return m.Snapshot().Available(models[7], 2, []string{"p"}) })
+}
