@@ -31,6 +31,7 @@ import (
 // loop, signature checks) and returns after they stop.
 type builder struct {
 	configPath    string
+	placement     bool // Options.placement
 	backends      Backends
 	specs         Specs
 	backendsReady <-chan struct{} // nil counts as closed
@@ -68,6 +69,7 @@ type builder struct {
 func newBuilder(opts Options, stats *counters, retain func(keep func(model string, v int64) bool) int) *builder {
 	b := &builder{
 		configPath:    opts.ConfigPath,
+		placement:     opts.placement,
 		backends:      opts.Backends,
 		specs:         opts.Specs,
 		backendsReady: opts.BackendsReady,
@@ -297,10 +299,16 @@ func closed(ch <-chan struct{}) bool {
 // that no host has yet but should soon: the newest versions whose spec loaded
 // before any host had them, and every version the config names. Older versions
 // without a host are on their way out (TF Serving's version policy unloaded them)
-// and are left to the budgeted resync.
+// and are left to the budgeted resync. With placement on, only the versions the
+// config names: an unplaced model's newest version is on no host by design, and
+// wanting all of them (50,000 at fleet scale) made every priority poll round ask
+// every host for every unplaced model.
 func (b *builder) wantMissing(st *buildState, m *route.Model) {
 	onHost := func(v int64) bool { return len(b.backends.AvailableHosts(m.Name, v, m.Pools)) > 0 }
 	versions := b.specs.Versions(m.Name)
+	if b.placement {
+		versions = nil
+	}
 	for i := len(versions) - 1; i >= 0 && !onHost(versions[i]); i-- {
 		if st.why[vkey{m.Name, versions[i]}] == nil { // spec loaded
 			b.backends.Want(m.Name, versions[i])

@@ -302,6 +302,7 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, exps.close(cfg.ShutdownTimeout)) }()
+	opts.placement = cfg.Placement != nil
 	srv, err := New(opts)
 	if err != nil {
 		_ = stop()

@@ -80,6 +80,11 @@ type Options struct {
 	// Exposures receives one record per Predict that resolved a version (the
 	// exposure log, split monitoring; expose.go). Default: none.
 	Exposures exposure.Sink
+	// placement: Run sets it when placement is on (--placement). Versions no host
+	// has are then the normal state of unplaced models, not versions about to
+	// appear, so the builder does not ask readiness to look for them (the
+	// placement asks for what it assigns, the cold-start path for what is held).
+	placement bool
 }
 
 // Server implements tfgate.v1.GatewayService: the request path. Each request
