@@ -131,11 +131,11 @@ fleet_main() {
     local q
     q=$(curl -fsS -X POST "http://127.0.0.1:$sqsport/" -H 'Content-Type: application/x-amz-json-1.0' \
       -H "X-Amz-Target: AmazonSQS.CreateQueue" -d "{\"QueueName\":\"$id\"}" | jq -r .QueueUrl)
-    start "sync-$id" "$BIN/modelsync" run --mode serving --placement --placement-host "$id" --base-path "$base" \
+    start "sync-$id" "$BIN/modelsync" run --mode serving --placement --placement-pool main --placement-host "$id" --base-path "$base" \
       --queue-url "$q" --bucket models --s3-endpoint "http://127.0.0.1:$s3port" --s3-path-style \
       --sqs-endpoint "http://127.0.0.1:$sqsport" --receive-wait 5s --tfserving-addr "127.0.0.1:$port" \
       --model-config-file "$F/$id/models.config" --catch-up=false --no-fsync \
-      --placement-poll-interval 250ms --placement-status-interval 5s --log-level warn
+      --placement-poll-interval 250ms --placement-status-interval 5s --log-level "${FLEET_SYNC_LOG:-warn}"
     curl -fsS -X PUT "http://$CONSUL_HTTP_ADDR/v1/agent/service/register" -d @- <<JSON
 {"ID": "$id", "Name": "tfserving", "Address": "127.0.0.1", "Port": $port, "Meta": {"tfgate_capacity_bytes": "$cap"}}
 JSON
@@ -149,7 +149,7 @@ JSON
   say "fleet: the gateway (--placement: the controller, demand reports, cold starts)"
   {
     printf 'backends:\n  pools:\n    main: {consul: {service: tfserving}}\n  consul: {address: "%s"}\n' "$CONSUL_HTTP_ADDR"
-    printf '  readiness: {interval: 1s}\n'
+    printf '  readiness: {interval: 1s, max_polls_per_second: %s}\n' "${FLEET_RESYNC_PER_S:-1000}"
     printf 'defaults:\n  pools: [main]\n  timeout: 5s\n'
     cat "$F/routing-models.yaml"
     printf 'placement:\n  default: {memory_multiplier: 1, min_residency: %s}\n  demand_interval: 1s\n' "$MIN_RES"
@@ -189,8 +189,9 @@ Y
     --rate "$RATE" --warmup "${WARMUP}s" --duration "${MSECS}s" --max-inflight 4000 --arms-from-gateway=false \
     --progress line --quiet --json "$RES/fleet-loadtest.json" --trace "$F/trace.tsv" >>"$RUN/logs/fleet-loadtest.log" 2>&1 &
   local lt=$!
+  echo "$lt_start" >"$F/loadtest-start-ms"
   # The warm-up ends WARMUP s after the run starts.
-  sleep "$(awk -v s="$lt_start" -v w="$WARMUP" -v n="$(date +%s%3N)" 'BEGIN { d = (s + w * 1000 - n) / 1000; printf "%.3f", d > 0 ? d : 0 }')"
+  sleep "$(awk -v s="$lt_start" -v w="$WARMUP" -v n="$(date +%s%3N)" 'BEGIN { d = (s + w * 1000 - n) / 1000; printf "%.3f", (d > 0 ? d : 0) }')"
   local m0 m1
   m0=$(snap start)
   wait "$lt" || info "loadtest exited non-zero; see $(rel "$RUN")/logs/fleet-loadtest.log"
