@@ -61,7 +61,7 @@ up: tools build
 down:
 	@scripts/down.sh
 
-## bench: the performance suite on loopback (about 5 minutes); results in bench/results/
+## bench: the performance suite on loopback (about 12 minutes, 7 of them the fleet scenario); results in bench/results/
 bench: tools build
 	scripts/bench.sh
 
