@@ -21,6 +21,8 @@
 #   FLEET_LOAD_THREADS  loads at once per host, as TF Serving's --num_load_threads (default 2)
 #   FLEET_MIN_RES     the pool's min_residency, the churn guard (default 60s)
 #   FLEET_DEADLINE_MS per-request deadline (default 10000)
+#   FLEET_GATEWAY_ENV, FLEET_GATEWAY_FLAGS  extra environment / flags for the gateway
+#                     (e.g. GODEBUG=gctrace=1, --gomemlimit 250MiB)
 #   FLEET_RESYNC_PER_S the gateway's readiness.max_polls_per_second (default 100, not
 #                     the 1000 default: a poll round carrying 1,000 resync polls per
 #                     host holds the wanted versions' polls behind it; measured at
@@ -164,7 +166,8 @@ JSON
   } >"$F/routing.yaml"
   local gport=$(free_port) gadmin="127.0.0.1:$(free_port)"
   t0=$SECONDS
-  start fleet-gateway "$BIN/gateway" --config "$F/routing.yaml" --listen "127.0.0.1:$gport" --model-root "$F/root" \
+  # shellcheck disable=SC2086 # FLEET_GATEWAY_ENV / FLEET_GATEWAY_FLAGS are word lists
+  start fleet-gateway env ${FLEET_GATEWAY_ENV:-} "$BIN/gateway" ${FLEET_GATEWAY_FLAGS:-} --config "$F/routing.yaml" --listen "127.0.0.1:$gport" --model-root "$F/root" \
     --insecure --backend-insecure --admin-listen "$gadmin" --log-level warn --placement --placement-id gw1
   local gpid=$LAST_PID
   if ! wait_for_quiet 300 port_open "$gport"; then
