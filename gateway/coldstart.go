@@ -27,7 +27,8 @@ import (
 // AVAILABLE is held here, instead of failing, until a host does.
 //
 //   - The version's demand is recorded and written at once (coalesced): the
-//     leader decides on every demand report, so the version is placed without
+//     leader decides on every demand report (its decisions at most half the
+//     time: placement.Controller), so the version is placed without
 //     waiting for the controller's interval; readiness is asked to look for it
 //     (Backends.Want).
 //   - The request waits for the builder to publish a snapshot in which a host
