@@ -180,6 +180,12 @@ func ExportTarGz(w io.Writer, spec Spec) error {
 	if err != nil {
 		return err
 	}
+	return WriteTarGz(w, files)
+}
+
+// WriteTarGz writes files (a version directory's relative paths and contents,
+// as [Files] returns them) as ExportTarGz lays them out.
+func WriteTarGz(w io.Writer, files map[string][]byte) error {
 	zw := gzip.NewWriter(w)
 	tw := tar.NewWriter(zw)
 	mtime := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)

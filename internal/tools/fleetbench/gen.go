@@ -1,10 +1,8 @@
 package main
 
 import (
-	"archive/tar"
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,8 +12,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -214,40 +210,10 @@ func upload(ctx context.Context, endpoint, bucket string, spec modelgen.Spec, ca
 	return nil
 }
 
-// tarGz is modelgen.ExportTarGz's layout for a files map: directories first,
-// then files, sorted, fixed times.
+// tarGz is modelgen.ExportTarGz's layout for a files map.
 func tarGz(files map[string][]byte) ([]byte, error) {
 	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
-	mtime := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-	dirs := map[string]bool{"variables/": true}
-	for name := range files {
-		for d := filepath.ToSlash(filepath.Dir(name)); d != "."; d = filepath.ToSlash(filepath.Dir(d)) {
-			dirs[d+"/"] = true
-		}
-	}
-	for _, d := range slices.Sorted(maps.Keys(dirs)) {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: 0o755, ModTime: mtime, Format: tar.FormatPAX}); err != nil {
-			return nil, err
-		}
-	}
-	for _, name := range slices.Sorted(maps.Keys(files)) {
-		b := files[name]
-		if strings.HasSuffix(name, "/") {
-			continue
-		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(b)), ModTime: mtime, Format: tar.FormatPAX}); err != nil {
-			return nil, err
-		}
-		if _, err := tw.Write(b); err != nil {
-			return nil, err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	if err := zw.Close(); err != nil {
+	if err := modelgen.WriteTarGz(&buf, files); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
