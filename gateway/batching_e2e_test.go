@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	tfpb "github.com/tfgate/tfgate/proto/tensorflow"
 	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
 	tfgatev1 "github.com/tfgate/tfgate/proto/tfgate/v1"
 )
@@ -41,6 +43,13 @@ func TestBatchingThroughGateway(t *testing.T) {
 			inst = append(inst, fmt.Sprintf("caller %d says the service was %s", i, strings.Repeat("great ", j+i%5)))
 		}
 		reqs[i] = &tfgatev1.PredictRequest{Model: "reviews", Target: &tfgatev1.PredictRequest_Version{Version: 1}, Instances: text(inst...), TopK: 2}
+		if i%4 == 3 { // raw tensors: batched and split as wire bytes (batching/wire.go)
+			ids, mask := make([]int64, 16), make([]int64, 16)
+			for j := range 1 + i%16 {
+				ids[j], mask[j] = int64(1+(i*31+j*7)%90), 1
+			}
+			reqs[i] = &tfgatev1.PredictRequest{Model: "reviews", Target: &tfgatev1.PredictRequest_Version{Version: 1}, RawInputs: rawText(t, ids, mask)}
+		}
 	}
 	send := func(extra ...*tfgatev1.PredictRequest) ([]*tfgatev1.PredictResponse, []error) {
 		all := append(append([]*tfgatev1.PredictRequest{}, reqs...), extra...)
@@ -85,6 +94,13 @@ func TestBatchingThroughGateway(t *testing.T) {
 	for i := range reqs {
 		if errs[i] != nil {
 			t.Errorf("batched caller %d: %v", i, errs[i])
+			continue
+		}
+		if reqs[i].GetRawInputs() != nil {
+			if !maps.EqualFunc(batched[i].GetRawOutputs(), unbatched[i].GetRawOutputs(), func(a, b *tfpb.TensorProto) bool { return proto.Equal(a, b) }) ||
+				len(batched[i].GetRawOutputs()) == 0 {
+				t.Errorf("raw caller %d: batched raw_outputs differ from unbatched:\ngot  %v\nwant %v", i, batched[i].GetRawOutputs(), unbatched[i].GetRawOutputs())
+			}
 			continue
 		}
 		if !proto.Equal(batched[i].GetPredictions()[0], unbatched[i].GetPredictions()[0]) ||

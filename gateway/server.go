@@ -135,7 +135,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.opts.TracerProvider = opts.TracerProvider
 	s.tracer = opts.TracerProvider.Tracer("github.com/tfgate/tfgate/gateway")
-	s.group = batching.NewGroup(s.invokeDecoded, batching.Options{
+	s.group = batching.NewGroup(s.invokeBackend, batching.Options{
 		Logger: opts.Logger, MeterProvider: opts.MeterProvider, TracerProvider: opts.TracerProvider, MaxMessageBytes: opts.MaxBackendMessageBytes,
 	})
 	s.builder = newBuilder(s.opts, &s.stats, s.group.Retain)
@@ -345,11 +345,9 @@ func (s *Server) callBackend(ctx context.Context, m *route.ModelRoutes, breq *se
 	if !m.Batching.Enabled {
 		return s.invokeBackend(ctx, m.Pools, breq) // raw outputs may stay encoded
 	}
-	// The batcher reads and concatenates the tensors: kept ones are decoded
-	// first (a no-op the second time), and its invoke decodes the outputs.
-	if err := decodeInputs(breq); err != nil {
-		return nil, err
-	}
+	// The batcher concatenates kept inputs and splits kept outputs as wire
+	// bytes, and decodes what it cannot (batching/wire.go); outputs may come
+	// back kept either way.
 	return s.group.Do(ctx, m.Batching, m.Pools, breq)
 }
 
@@ -389,8 +387,8 @@ func newBackendRequest(model string, v int64, sig string, inputs map[string]*tfp
 	return &b.req
 }
 
-// invokeDecoded is invokeBackend with the response's outputs decoded: the
-// batching.PoolInvoke of the batchers, which split them among their members.
+// invokeDecoded is invokeBackend with the response's outputs decoded (shadow
+// traffic compares them).
 func (s *Server) invokeDecoded(ctx context.Context, pools []string, req *servingpb.PredictRequest) (*servingpb.PredictResponse, error) {
 	resp, err := s.invokeBackend(ctx, pools, req)
 	if err == nil {
@@ -399,8 +397,8 @@ func (s *Server) invokeDecoded(ctx context.Context, pools []string, req *serving
 	return resp, err
 }
 
-// invokeBackend sends every backend Predict (batched ones through
-// invokeDecoded). The response's outputs may be kept encoded ([backendCodec]).
+// invokeBackend sends every backend Predict (batched ones too: it is the
+// batchers' invoke). The response's outputs may be kept encoded ([backendCodec]).
 func (s *Server) invokeBackend(ctx context.Context, pools []string, req *servingpb.PredictRequest) (*servingpb.PredictResponse, error) {
 	ctx, span := s.tracer.Start(ctx, "tfgate.backend", trace.WithSpanKind(trace.SpanKindInternal))
 	if span.IsRecording() {

@@ -222,8 +222,8 @@ func setInputs(req *servingpb.PredictRequest, raw *wireTensors) {
 	req.ProtoReflect().SetUnknown(protoreflect.RawFields(raw.recs))
 }
 
-// decodeInputs decodes inputs that setInputs left encoded (for the batcher,
-// which concatenates tensors). A request without them is left as it is.
+// decodeInputs decodes inputs that setInputs left encoded (the batcher decodes
+// the ones it does not concatenate as wire bytes itself). A request without them is left as it is.
 func decodeInputs(req *servingpb.PredictRequest) error {
 	return decodeKept(req, fieldInputs)
 }
@@ -238,7 +238,7 @@ func deferredOutputs(resp *servingpb.PredictResponse) []byte {
 }
 
 // decodeOutputs decodes the outputs [backendCodec] kept encoded, for the code
-// that reads them (the typed path, the batcher's split).
+// that reads them (the typed path; the batcher splits them as they are).
 func decodeOutputs(resp *servingpb.PredictResponse) error {
 	return decodeKept(resp, fieldOutputs)
 }

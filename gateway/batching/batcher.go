@@ -110,7 +110,8 @@ type task struct {
 	names       []string           // input names, sorted
 	dims        map[string][]int64 // input dims
 	rows        int64
-	rowBytes    int64 // encoded input bytes per row, rounded up
+	rowBytes    int64       // encoded input bytes per row, rounded up
+	wire        []wireInput // the inputs, when still encoded (wire.go); sorted by name
 	deadline    time.Time
 	hasDeadline bool
 	enqueued    time.Time
@@ -280,6 +281,16 @@ func writeKeyPart(key *strings.Builder, s string) {
 // prepare validates req and computes what it may be batched with. It returns
 // batchable=false for requests that are valid but must go alone.
 func (b *Batcher) prepare(ctx context.Context, req *servingpb.PredictRequest) (*task, bool, error) {
+	if ins, ok := b.prepareWire(req); ok {
+		if t, ok := b.prepareFromWire(ctx, req, ins); ok {
+			return t, true, nil
+		}
+	}
+	// Inputs kept encoded that the wire path does not take are decoded here, so
+	// that every decision and error below is the decoded request's.
+	if err := decodeKept(req, fieldReqInputs); err != nil {
+		return nil, false, fmt.Errorf("%w: %s: %w", ErrInvalidRequest, b.key, err)
+	}
 	inputs := req.GetInputs()
 	if len(inputs) == 0 {
 		return nil, false, nil
@@ -317,22 +328,7 @@ func (b *Batcher) prepare(ctx context.Context, req *servingpb.PredictRequest) (*
 			return nil, false, fmt.Errorf("%w: %s: input %q has %d rows but input %q has %d; all inputs must have the same size in dimension 0",
 				ErrInvalidRequest, b.key, name, dims[0], firstName, t.rows)
 		}
-		writeKeyPart(&key, name) // length-prefixed: no collisions
-		key.WriteString(strconv.Itoa(int(tp.GetDtype())))
-		key.WriteByte(0)
-		if b.cfg.PadVariableLengthInputs && !slices.Contains(dims[1:], 0) {
-			// Ragged: only the rank must match. (A tensor with an empty inner
-			// dimension has no element to pad with; it batches only with its shape.)
-			key.WriteByte('r')
-			key.WriteString(strconv.Itoa(len(dims)))
-			key.WriteByte(0)
-		} else {
-			for _, d := range dims[1:] {
-				key.WriteString(strconv.FormatInt(d, 10))
-				key.WriteByte(',')
-			}
-			key.WriteByte(0)
-		}
+		b.writeKeyInput(&key, name, tp.GetDtype(), dims)
 	}
 	if t.rows > int64(b.cfg.MaxBatchSize) {
 		return nil, false, fmt.Errorf("%w: %s: the request has %d rows (dimension 0 of its inputs), more than batching max_batch_size %d; send at most %d rows per request",
@@ -341,11 +337,7 @@ func (b *Batcher) prepare(ctx context.Context, req *servingpb.PredictRequest) (*
 	if !batchable || t.rows <= 0 {
 		return nil, false, nil
 	}
-	key.WriteString("filter\x00")
-	for _, f := range req.GetOutputFilter() {
-		writeKeyPart(&key, f)
-	}
-	t.key = key.String()
+	t.key = finishKey(&key, req)
 	var inBytes int64
 	for _, name := range t.names {
 		inBytes += int64(proto.Size(inputs[name]))
@@ -356,6 +348,65 @@ func (b *Batcher) prepare(ctx context.Context, req *servingpb.PredictRequest) (*
 	}
 	t.deadline, t.hasDeadline = ctx.Deadline()
 	return t, true, nil
+}
+
+// writeKeyInput appends one input's part of a compatibility key.
+func (b *Batcher) writeKeyInput(key *strings.Builder, name string, dt tfpb.DataType, dims []int64) {
+	writeKeyPart(key, name) // length-prefixed: no collisions
+	key.WriteString(strconv.Itoa(int(dt)))
+	key.WriteByte(0)
+	if b.cfg.PadVariableLengthInputs && !slices.Contains(dims[1:], 0) {
+		// Ragged: only the rank must match. (A tensor with an empty inner
+		// dimension has no element to pad with; it batches only with its shape.)
+		key.WriteByte('r')
+		key.WriteString(strconv.Itoa(len(dims)))
+		key.WriteByte(0)
+	} else {
+		for _, d := range dims[1:] {
+			key.WriteString(strconv.FormatInt(d, 10))
+			key.WriteByte(',')
+		}
+		key.WriteByte(0)
+	}
+}
+
+// finishKey appends the output filter to a compatibility key.
+func finishKey(key *strings.Builder, req *servingpb.PredictRequest) string {
+	key.WriteString("filter\x00")
+	for _, f := range req.GetOutputFilter() {
+		writeKeyPart(key, f)
+	}
+	return key.String()
+}
+
+// prepareFromWire is prepare for inputs read from the wire (prepareWire), for a
+// request that batches; ok is false for anything else (prepare then decides on
+// the decoded request: errors, requests that go alone).
+func (b *Batcher) prepareFromWire(ctx context.Context, req *servingpb.PredictRequest, ins []wireInput) (*task, bool) {
+	// t.dims is filled only if t must be decoded (assemble).
+	t := &task{ctx: ctx, req: req, wire: ins, names: make([]string, 0, len(ins)), done: make(chan result, 1), rows: ins[0].dimBuf[0]}
+	var key strings.Builder
+	key.Grow(64)
+	var inBytes int64
+	for i := range ins {
+		in := &ins[i]
+		if in.dimBuf[0] != t.rows {
+			return nil, false
+		}
+		t.names = append(t.names, in.name)
+		b.writeKeyInput(&key, in.name, in.dtype, in.dims())
+		inBytes += int64(in.nbytes)
+	}
+	if t.rows <= 0 || t.rows > int64(b.cfg.MaxBatchSize) {
+		return nil, false
+	}
+	t.key = finishKey(&key, req)
+	t.rowBytes = (inBytes + t.rows - 1) / t.rows
+	if t.rowBytes*b.cfg.paddedSize(t.rows)+batchOverheadBytes > b.maxBytes {
+		return nil, false
+	}
+	t.deadline, t.hasDeadline = ctx.Deadline()
+	return t, true
 }
 
 type verdict int
@@ -650,10 +701,26 @@ func (b *Batcher) send(from context.Context, req *servingpb.PredictRequest, bt *
 func (b *Batcher) assemble(bt *batch) (*servingpb.PredictRequest, []int64, error) {
 	first := bt.tasks[0]
 	rows := make([]int64, len(bt.tasks))
+	wire := true
 	for i, t := range bt.tasks {
 		rows[i] = t.rows
+		wire = wire && t.wire != nil
 	}
 	padTo := b.cfg.paddedSize(bt.rows)
+	if wire {
+		return b.assembleWire(bt, padTo), rows, nil
+	}
+	for _, t := range bt.tasks { // a wire task in a batch with decoded ones
+		if t.wire != nil && t.dims == nil {
+			if err := decodeKept(t.req, fieldReqInputs); err != nil {
+				return nil, nil, err
+			}
+			t.dims = make(map[string][]int64, len(t.wire))
+			for i := range t.wire {
+				t.dims[t.wire[i].name] = t.wire[i].dims()
+			}
+		}
+	}
 	inputs := make(map[string]*tfpb.TensorProto, len(first.names))
 	parts := make([]*tfpb.TensorProto, len(bt.tasks))
 	for _, name := range first.names {
@@ -691,6 +758,14 @@ func (b *Batcher) assemble(bt *batch) (*servingpb.PredictRequest, []int64, error
 // Every output must have exactly sent rows in dimension 0, as TF Serving's batching
 // requires: an output that is not per row cannot be divided among callers.
 func split(resp *servingpb.PredictResponse, rows []int64, sent int64) ([]*servingpb.PredictResponse, error) {
+	if recs := keptRecs(resp.ProtoReflect(), fieldRespOutputs); recs != nil {
+		if out, ok, err := splitWire(resp, recs, rows, sent); ok {
+			return out, err
+		}
+		if err := decodeKept(resp, fieldRespOutputs); err != nil {
+			return nil, err
+		}
+	}
 	out := make([]*servingpb.PredictResponse, len(rows))
 	for i := range out {
 		out[i] = &servingpb.PredictResponse{
