@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -212,7 +213,8 @@ func (b *Batcher) prepareWire(req *servingpb.PredictRequest) (ins []wireInput, o
 	return ins, len(ins) > 0
 }
 
-// parseEntry reads one map<string, TensorProto> entry: one key, one value.
+// parseEntry reads one map<string, TensorProto> entry: one key (valid UTF-8),
+// one value.
 func parseEntry(b []byte) (key, val []byte, ok bool) {
 	var haveKey, haveVal bool
 	for len(b) > 0 {
@@ -226,6 +228,9 @@ func parseEntry(b []byte) (key, val []byte, ok bool) {
 		}
 		switch {
 		case num == 1 && !haveKey:
+			if !utf8.Valid(v) {
+				return nil, nil, false // the decoder's error, on the decoded path
+			}
 			key, haveKey = v, true
 		case num == 2 && !haveVal:
 			val, haveVal = v, true

@@ -3,6 +3,7 @@ package batching
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -296,4 +297,82 @@ func BenchmarkWireBatch(b *testing.B) {
 			}
 		})
 	}
+}
+
+// FuzzWire feeds arbitrary bytes to the wire path as a member's kept inputs and
+// as a backend's kept outputs: it never panics, and whatever it takes it
+// decides, assembles and splits as the decoded path does from the same bytes
+// decoded (proto.Unmarshal), which also decides what it declines.
+func FuzzWire(f *testing.F) {
+	seed := func(m proto.Message) []byte {
+		b, _ := proto.Marshal(m)
+		return b
+	}
+	in := seed(&servingpb.PredictRequest{Inputs: map[string]*tfpb.TensorProto{
+		"a": mustT(tensor.FromInt64([]int64{1, 2, 3, -4}, 2, 2)), "b": mustT(tensor.FromFloat32([]float32{1, 2}, 2))}})
+	out := seed(&servingpb.PredictResponse{Outputs: map[string]*tfpb.TensorProto{
+		"y": mustT(tensor.FromFloat32([]float32{1, 2, 3, 4, 5, 6, 7, 8}, 4, 2)), "z": mustT(tensor.FromBool([]bool{true, false, true, true}, 4))}})
+	f.Add(in, out)
+	f.Add([]byte{0x12, 0x03, 0x0a, 0x01, 0x61}, []byte{0x0a, 0x00})
+	f.Fuzz(func(t *testing.T, inRecs, outRecs []byte) {
+		cfg := testCfg()
+		cfg.MaxBatchSize = 8
+		cfg.AllowedBatchSizes = []int{4, 8}
+		b := New(cfg, nil, Options{})
+		ctx := context.Background()
+		if len(inRecs) == 0 || inRecs[0] != 0x12 {
+			return
+		}
+		wreq := &servingpb.PredictRequest{ModelSpec: spec(1)}
+		wreq.ProtoReflect().SetUnknown(slices.Clone(inRecs))
+		dreq := &servingpb.PredictRequest{ModelSpec: spec(1)}
+		if err := proto.Unmarshal(inRecs, dreq); err != nil {
+			return // the gateway's codec declines it before the batcher
+		}
+		dreq.ModelSpec = spec(1)
+		tw, okw, errw := b.prepare(ctx, wreq)
+		td, okd, errd := b.prepare(ctx, dreq)
+		if okw != okd || (errw == nil) != (errd == nil) || errd != nil && errw.Error() != errd.Error() {
+			t.Fatalf("wire prepare %v, %v; decoded %v, %v", okw, errw, okd, errd)
+		}
+		if !okd {
+			return
+		}
+		if tw.key != td.key || tw.rows != td.rows {
+			t.Fatalf("wire task %q %d rows, decoded %q %d", tw.key, tw.rows, td.key, td.rows)
+		}
+		bw := &batch{tasks: []*task{tw}, rows: tw.rows}
+		bd := &batch{tasks: []*task{td}, rows: td.rows}
+		aw, rows, errw := b.assemble(bw)
+		ad, _, errd := b.assemble(bd)
+		if (errw == nil) != (errd == nil) {
+			t.Fatalf("assemble: wire %v, decoded %v", errw, errd)
+		}
+		if errd != nil {
+			return
+		}
+		if err := decodeKept(aw, fieldReqInputs); err != nil || !proto.Equal(aw, ad) {
+			t.Fatalf("assembled: wire %v (%v), decoded %v", aw, err, ad)
+		}
+		if len(outRecs) == 0 || outRecs[0] != 0x0a {
+			return
+		}
+		dresp := &servingpb.PredictResponse{}
+		if err := proto.Unmarshal(outRecs, dresp); err != nil {
+			return
+		}
+		wresp := &servingpb.PredictResponse{}
+		wresp.ProtoReflect().SetUnknown(slices.Clone(outRecs))
+		sent := cfg.paddedSize(bd.rows)
+		pw, errw := split(wresp, rows, sent)
+		pd, errd := split(dresp, rows, sent)
+		if (errw == nil) != (errd == nil) {
+			t.Fatalf("split: wire %v, decoded %v", errw, errd)
+		}
+		for i := range pd {
+			if err := decodeKept(pw[i], fieldRespOutputs); err != nil || !proto.Equal(pw[i], pd[i]) {
+				t.Fatalf("member %d: wire %v (%v), decoded %v", i, pw[i], err, pd[i])
+			}
+		}
+	})
 }
