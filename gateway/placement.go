@@ -70,6 +70,11 @@ type placer struct {
 	// host reports it AVAILABLE, so a placed version becomes routable within a
 	// round of its load finishing, not at the budgeted resync.
 	assigned func(model string, v int64)
+	// routeOnly, when set, is given every assignment (host ID -> model ->
+	// versions, draining copies included; hosts.Manager.SetPlacement): the
+	// request path then stops routing a version to a host the moment the
+	// assignment takes it off that host, before the host's sidecar unloads it.
+	routeOnly func(map[string]map[string][]int64)
 }
 
 // newPlacer builds the controller from the first routing config; cfg returns the
@@ -176,6 +181,9 @@ func (p *placer) watchState(ctx context.Context) error {
 					}
 				}
 			}
+			if p.routeOnly != nil {
+				p.routeOnly(routedOnly(st, where))
+			}
 			p.state.Store(&placementState{where: where, report: old.report})
 			p.changed.notify()
 			if p.assigned != nil {
@@ -185,6 +193,27 @@ func (p *placer) watchState(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// routedOnly is what each host of the assignment may be routed: its entries
+// (draining ones too: a make-before-break copy serves until the controller drops
+// it), and for a host whose value is torn, its last good view (in where).
+func routedOnly(st *placement.Stored, where map[placement.Key][]placedCopy) map[string]map[string][]int64 {
+	out := make(map[string]map[string][]int64, len(st.Assignment.Hosts)+len(st.Broken))
+	for host := range st.Assignment.Hosts {
+		out[host] = map[string][]int64{}
+	}
+	for host := range st.Broken {
+		out[host] = map[string][]int64{}
+	}
+	for k, cs := range where {
+		for _, c := range cs {
+			if m := out[c.host]; m != nil {
+				m[k.Model] = append(m[k.Model], k.Version)
+			}
+		}
+	}
+	return out
 }
 
 // watchReport follows the leader's report with a blocking query.
@@ -295,7 +324,7 @@ func (s *signal) notify() {
 // startPlacement starts placement for srv (before it serves) in workers, until
 // bg is done. When ctx (Run's) is done, shutdown has begun: requests held for
 // loads are answered UNAVAILABLE so that the graceful stop does not wait for them.
-func startPlacement(ctx context.Context, pc PlacementConfig, first *route.Config, srv *Server, workers *errgroup.Group, bg context.Context, log *slog.Logger, mp metric.MeterProvider) error {
+func startPlacement(ctx context.Context, pc PlacementConfig, first *route.Config, srv *Server, routeOnly func(map[string]map[string][]int64), workers *errgroup.Group, bg context.Context, log *slog.Logger, mp metric.MeterProvider) error {
 	pl, err := newPlacer(pc, first, func() *route.Config { return srv.builder.current().routes.Config }, log, mp)
 	if err != nil {
 		return err
@@ -306,6 +335,7 @@ func startPlacement(ctx context.Context, pc PlacementConfig, first *route.Config
 	}
 	pl.demand.metrics = cm
 	pl.assigned = srv.opts.Backends.Want
+	pl.routeOnly = routeOnly
 	srv.cold = newColdStart(srv, pl, pl.changed.wait, pl.demand)
 	srv.cold.metrics = cm
 	srv.placer = pl

@@ -310,7 +310,7 @@ func Run(ctx context.Context, cfg RunConfig, deps Deps) (err error) {
 	}
 	exps.serve(srv)
 	if cfg.Placement != nil {
-		if err := startPlacement(ctx, *cfg.Placement, first, srv, &workers, bg, log, tel.mp); err != nil {
+		if err := startPlacement(ctx, *cfg.Placement, first, srv, mgr.SetPlacement, &workers, bg, log, tel.mp); err != nil {
 			_ = srv.Close(context.Background())
 			_ = stop()
 			return err

@@ -428,9 +428,10 @@ func fromEntries(entries []*api.ServiceEntry) []Endpoint {
 			id = e.Node.Node + "/" + id
 		}
 		eps = append(eps, Endpoint{
-			Addr: net.JoinHostPort(host, strconv.Itoa(e.Service.Port)),
-			Tags: e.Service.Tags,
-			ID:   id,
+			Addr:      net.JoinHostPort(host, strconv.Itoa(e.Service.Port)),
+			Tags:      e.Service.Tags,
+			ID:        id,
+			ServiceID: e.Service.ID,
 		})
 	}
 	return normalize(eps)

@@ -15,6 +15,9 @@ type Endpoint struct {
 	// ID identifies the instance in its source (node/service-id in Consul, the
 	// address for static pools).
 	ID string
+	// ServiceID is the Consul service ID ("" for static pools): the host's ID in
+	// the placement assignment.
+	ServiceID string
 }
 
 // Discoverer watches one pool's endpoints.
@@ -84,6 +87,6 @@ func normalize(eps []Endpoint) []Endpoint {
 // Equal reports whether two normalized endpoint sets are the same.
 func Equal(a, b []Endpoint) bool {
 	return slices.EqualFunc(a, b, func(x, y Endpoint) bool {
-		return x.Addr == y.Addr && x.ID == y.ID && slices.Equal(x.Tags, y.Tags)
+		return x.Addr == y.Addr && x.ID == y.ID && x.ServiceID == y.ServiceID && slices.Equal(x.Tags, y.Tags)
 	})
 }

@@ -76,6 +76,11 @@ type Manager struct {
 	members   map[string][]string // pool -> addrs from discovery
 	delivered map[string]bool     // pools whose discoverer has sent once
 	hosts     map[string]*host    // addr -> host
+	// serviceIDs: addr -> Consul service ID, for the hosts discovery gave one.
+	serviceIDs map[string]string
+	// placed: with placement on (SetPlacement), Consul service ID -> the versions
+	// the assignment gives that host; a host in it is routed only those. nil: off.
+	placed    map[string]map[versionKey]bool
 	running   bool
 	stopped   bool
 	readyDone bool
@@ -121,18 +126,19 @@ func New(cfg Config, opts Options) (*Manager, error) {
 				grpc.MaxCallRecvMsgSize(cfg.MaxRecvMsgSize),
 				grpc.MaxCallSendMsgSize(cfg.MaxSendMsgSize)),
 		}, opts.DialOptions...),
-		rnd:       opts.Rand,
-		now:       opts.Now,
-		disc:      map[string]discovery.Discoverer{},
-		changes:   make(chan struct{}, 1),
-		pollNow:   make(chan struct{}, 1),
-		ready:     make(chan struct{}),
-		hedge:     newBudget(cfg.Hedging.BudgetPercent),
-		members:   map[string][]string{},
-		delivered: map[string]bool{},
-		hosts:     map[string]*host{},
-		quota:     resyncQuota(cfg.Readiness),
-		wants:     map[versionKey]struct{}{},
+		rnd:        opts.Rand,
+		now:        opts.Now,
+		disc:       map[string]discovery.Discoverer{},
+		changes:    make(chan struct{}, 1),
+		pollNow:    make(chan struct{}, 1),
+		ready:      make(chan struct{}),
+		hedge:      newBudget(cfg.Hedging.BudgetPercent),
+		members:    map[string][]string{},
+		delivered:  map[string]bool{},
+		hosts:      map[string]*host{},
+		serviceIDs: map[string]string{},
+		quota:      resyncQuota(cfg.Readiness),
+		wants:      map[versionKey]struct{}{},
 	}
 	m.snap.Store(emptyReadiness())
 	newDisc := opts.NewDiscoverer
@@ -254,6 +260,33 @@ func (m *Manager) SetModels(models []string) {
 	}
 }
 
+// SetPlacement gives readiness placement's assignment: Consul service ID -> model
+// -> the versions assigned to that host (draining copies included). A host named
+// in it is routed only its assigned versions, from now on: a version taken off a
+// host is about to be unloaded there (its sidecar drains it first), so requests
+// stop going to it before the unload rather than after the next poll notices.
+// Hosts not named (not in the assignment, no service ID, static pools) are
+// routed whatever they report AVAILABLE. nil turns the filter off.
+func (m *Manager) SetPlacement(assigned map[string]map[string][]int64) {
+	var placed map[string]map[versionKey]bool
+	if assigned != nil {
+		placed = make(map[string]map[versionKey]bool, len(assigned))
+		for id, models := range assigned {
+			ks := map[versionKey]bool{}
+			for model, vs := range models {
+				for _, v := range vs {
+					ks[versionKey{model, v}] = true
+				}
+			}
+			placed[id] = ks
+		}
+	}
+	m.mu.Lock()
+	m.placed = placed
+	m.mu.Unlock()
+	m.rebuild()
+}
+
 // Snapshot returns the current readiness view (immutable).
 func (m *Manager) Snapshot() *Readiness { return m.snap.Load() }
 
@@ -300,6 +333,11 @@ func (m *Manager) setPool(pool string, eps []discovery.Endpoint) {
 	}
 	m.members[pool] = addrs
 	m.delivered[pool] = true
+	for _, e := range eps {
+		if e.ServiceID != "" {
+			m.serviceIDs[e.Addr] = e.ServiceID
+		}
+	}
 	inUse := map[string]bool{}
 	for _, as := range m.members {
 		for _, a := range as {
@@ -327,6 +365,7 @@ func (m *Manager) setPool(pool string, eps []discovery.Endpoint) {
 		if !inUse[a] {
 			h.remove()
 			delete(m.hosts, a)
+			delete(m.serviceIDs, a)
 			m.log.Info("backend host removed", "addr", a, "pool", pool)
 		}
 	}
@@ -340,7 +379,14 @@ func (m *Manager) setPool(pool string, eps []discovery.Endpoint) {
 // rebuild publishes a new snapshot and notifies Changes when the view changed.
 func (m *Manager) rebuild() {
 	m.mu.Lock()
-	r := buildReadiness(m.members, m.hosts, m.now())
+	var unrouted func(string, versionKey) bool
+	if m.placed != nil {
+		unrouted = func(addr string, k versionKey) bool {
+			as, ok := m.placed[m.serviceIDs[addr]]
+			return ok && !as[k]
+		}
+	}
+	r := buildReadinessPlaced(m.members, m.hosts, m.now(), unrouted)
 	old := m.snap.Swap(r)
 	m.mu.Unlock()
 	if !sameView(old, r) {

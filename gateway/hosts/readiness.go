@@ -26,6 +26,9 @@ type Readiness struct {
 	readyPools map[versionKey][]string
 	// ejectedAvail: key -> sorted addresses AVAILABLE but ejected.
 	ejectedAvail map[versionKey][]string
+	// unassigned: key -> sorted addresses AVAILABLE but no longer assigned the
+	// key by placement (draining before their unload): not routed to.
+	unassigned map[versionKey][]string
 	// versions: model -> sorted versions AVAILABLE on some non-ejected host.
 	versions map[string][]int64
 	// poolSizes: pool -> number of discovered hosts.
@@ -39,7 +42,7 @@ type Readiness struct {
 func emptyReadiness() *Readiness {
 	return &Readiness{
 		table: map[string]map[versionKey][]*host{}, ready: map[versionKey][]string{},
-		readyPools: map[versionKey][]string{}, ejectedAvail: map[versionKey][]string{},
+		readyPools: map[versionKey][]string{}, ejectedAvail: map[versionKey][]string{}, unassigned: map[versionKey][]string{},
 		versions: map[string][]int64{}, poolSizes: map[string]int{}, ejectedN: map[string]int{},
 	}
 }
@@ -47,10 +50,18 @@ func emptyReadiness() *Readiness {
 // buildReadiness builds a snapshot. members: pool -> addrs; hosts: addr -> host.
 // Called with the manager's mutex held (it reads host.avail).
 func buildReadiness(members map[string][]string, hosts map[string]*host, now time.Time) *Readiness {
+	return buildReadinessPlaced(members, hosts, now, nil)
+}
+
+// buildReadinessPlaced is buildReadiness with placement's view: unrouted(addr, k)
+// true leaves k on addr out of the routing tables (the host AVAILABLE with k, but
+// no longer assigned it: its unload is coming). nil: every AVAILABLE copy counts.
+func buildReadinessPlaced(members map[string][]string, hosts map[string]*host, now time.Time, unrouted func(addr string, k versionKey) bool) *Readiness {
 	r := emptyReadiness()
 	nowN := now.UnixNano()
 	readySet := map[versionKey]map[string]bool{}
 	ejSet := map[versionKey]map[string]bool{}
+	unSet := map[versionKey]map[string]bool{}
 	for pool, addrs := range members {
 		tbl := map[versionKey][]*host{}
 		r.table[pool] = tbl
@@ -71,6 +82,13 @@ func buildReadiness(members map[string][]string, hosts map[string]*host, now tim
 			for model, vs := range h.avail {
 				for _, v := range vs {
 					k := versionKey{model, v}
+					if unrouted != nil && unrouted(a, k) {
+						if unSet[k] == nil {
+							unSet[k] = map[string]bool{}
+						}
+						unSet[k][a] = true
+						continue
+					}
 					tbl[k] = append(tbl[k], h)
 					set := readySet
 					if ej {
@@ -94,6 +112,9 @@ func buildReadiness(members map[string][]string, hosts map[string]*host, now tim
 	}
 	for k, set := range ejSet {
 		r.ejectedAvail[k] = sortedKeys(set)
+	}
+	for k, set := range unSet {
+		r.unassigned[k] = sortedKeys(set)
 	}
 	for m := range r.versions {
 		slices.Sort(r.versions[m])
@@ -169,6 +190,9 @@ func (r *Readiness) Explain(model string, version int64, pools []string) string 
 		model, version, strings.Join(pools, ", "), strings.Join(sizes, "; "))
 	if ej := r.ejectedAvail[k]; len(ej) > 0 {
 		msg += fmt.Sprintf("; AVAILABLE but ejected after failures: %s", strings.Join(ej, ", "))
+	}
+	if un := r.unassigned[k]; len(un) > 0 {
+		msg += fmt.Sprintf("; AVAILABLE but no longer assigned by placement (draining before the unload): %s", strings.Join(un, ", "))
 	}
 	if hs := r.ready[k]; len(hs) > 0 {
 		msg += fmt.Sprintf("; AVAILABLE in other pools on %s", strings.Join(hs, ", "))
