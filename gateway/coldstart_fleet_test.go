@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -12,11 +13,13 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/tfgate/tfgate/internal/testwait"
 	"github.com/tfgate/tfgate/placement"
+	servingpb "github.com/tfgate/tfgate/proto/tensorflow_serving"
 )
 
 // Customer models of the fleet tests: one version each, ~0.5s to load.
@@ -273,6 +276,134 @@ func TestColdStartHostKilled(t *testing.T) {
 		}
 		return nil
 	})
+	if e.guard.calls.Load() == 0 || e.guard.bad.Load() != 0 {
+		t.Errorf("backend calls %d, to hosts without the version %d; want some calls, none without", e.guard.calls.Load(), e.guard.bad.Load())
+	}
+}
+
+// TestPlacementDropDrains: model X pinned to two copies on two hosts, served by
+// both under steady traffic; the pin is removed, so the controller drops one
+// copy (the other serves the demand). The gateway stops routing X to the
+// dropped host when the assignment changes, before that host's sidecar unloads
+// it (after its drain): no request reaches a host without X, none fails, and the
+// dropped host serves X no more once unassigned.
+func TestPlacementDropDrains(t *testing.T) {
+	const x = "cust-a"
+	k := placement.Key{Model: x, Version: 1}
+	e := startColdEnvWith(t, coldEnvConfig{
+		coldStart: "{max_wait: 20s}",
+		policy:    "{min_residency: 1s, copy_rate: 1000000}",
+		hosts:     2,
+		models:    map[string]int64{x: coldCustBytes},
+		pins:      "[{model: cust-a, version: 1, min_copies: 2}]",
+	})
+	e.waitDefault()
+	testwait.Until(t, x+" AVAILABLE on both hosts", func() bool {
+		return len(e.guard.Backends.AvailableHosts(x, 1, []string{"main"})) == 2
+	})
+
+	var (
+		stop   = make(chan struct{})
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		failed []error
+	)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				_, err := e.predictModel(ctx, x, 1)
+				cancel()
+				if err != nil {
+					mu.Lock()
+					failed = append(failed, err)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		wg.Wait()
+	}()
+	testwait.Until(t, x+" traffic served by both hosts", func() bool {
+		return e.guard.servedBy(e.hosts[0].addr, x, 1) > 0 && e.guard.servedBy(e.hosts[1].addr, x, 1) > 0
+	})
+
+	// Drop the pin: one copy goes.
+	b, err := os.ReadFile(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(b), "\n  pins: [{model: cust-a, version: 1, min_copies: 2}]", "", 1)
+	if cfg == string(b) {
+		t.Fatal("routing config has no pins line to remove")
+	}
+	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var kept, dropped *coldHost
+	testwait.Until(t, "the assignment to keep "+x+" on one host", func() bool {
+		hosts, _ := e.srv.placer.placed(k)
+		if len(hosts) != 1 {
+			return false
+		}
+		kept = e.host(hosts[0])
+		for _, h := range e.hosts {
+			if h != kept {
+				dropped = h
+			}
+		}
+		return true
+	})
+	servedDropped := e.guard.servedBy(dropped.addr, x, 1)
+	conn, err := grpc.NewClient(dropped.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ms := servingpb.NewModelServiceClient(conn)
+	testwait.Until(t, dropped.id+" to unload "+x, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := ms.GetModelStatus(ctx, &servingpb.GetModelStatusRequest{ModelSpec: &servingpb.ModelSpec{Name: x}})
+		if status.Code(err) == codes.NotFound {
+			return true
+		}
+		for _, st := range resp.GetModelVersionStatus() {
+			if st.GetVersion() == 1 && st.GetState() == servingpb.ModelVersionStatus_AVAILABLE {
+				return false
+			}
+		}
+		return err == nil
+	})
+	// Traffic goes on past the unload (readiness alone would notice it only at
+	// its next poll of the host).
+	after := e.guard.servedBy(kept.addr, x, 1)
+	testwait.Until(t, "200 more requests served by "+kept.id, func() bool { return e.guard.servedBy(kept.addr, x, 1) >= after+200 })
+	close(stop)
+	wg.Wait()
+
+	for _, err := range failed {
+		t.Errorf("request for %s: %v; want all served", x, err)
+	}
+	// At most requests already in flight when the gateway saw the change reach
+	// the dropped host after it (its copy was still loaded, draining).
+	if late := e.guard.servedBy(dropped.addr, x, 1) - servedDropped; late > 4 {
+		t.Errorf("%s served %d requests for %s after the assignment dropped it; want at most the 4 in flight", dropped.id, late, x)
+	}
+	t.Logf("%s dropped from %s (kept on %s): %d backend calls, %d to a host without it", x, dropped.id, kept.id, e.guard.calls.Load(), e.guard.bad.Load())
 	if e.guard.calls.Load() == 0 || e.guard.bad.Load() != 0 {
 		t.Errorf("backend calls %d, to hosts without the version %d; want some calls, none without", e.guard.calls.Load(), e.guard.bad.Load())
 	}

@@ -82,6 +82,12 @@ type coldEnvConfig struct {
 	// one version, 1. Listed in the routing config without a default: placed on
 	// demand only.
 	models map[string]int64
+	// pins is placement.pins YAML ("" none).
+	pins string
+	// drain is how long a host's sidecar keeps a version it was unassigned in
+	// TF Serving's config before unloading it (modelsync -placement-unload-delay);
+	// default 300ms.
+	drain time.Duration
 }
 
 // Sizes: a load takes resident_bytes / loadBytesPerSecond.
@@ -132,6 +138,9 @@ func startColdEnvWith(t *testing.T, ec coldEnvConfig) *coldEnv {
 	}
 	if ec.memory == 0 {
 		ec.memory = ec.capacity
+	}
+	if ec.drain == 0 {
+		ec.drain = 300 * time.Millisecond
 	}
 	consul := testenv.StartConsul(t)
 	cl := consul.Client(t)
@@ -184,6 +193,9 @@ func startColdEnvWith(t *testing.T, ec coldEnvConfig) *coldEnv {
 	policy := ""
 	if ec.policy != "" {
 		policy = "\n  default: " + ec.policy
+	}
+	if ec.pins != "" {
+		policy += "\n  pins: " + ec.pins
 	}
 	routes := fmt.Sprintf(`backends:
   pools:
@@ -240,7 +252,7 @@ func (e *coldEnv) startHost(ctx context.Context, wg *sync.WaitGroup, id string, 
 	h := &coldHost{id: id, addr: lis.Addr().String(), sim: sim}
 	var sidecar sync.WaitGroup
 	sidecar.Add(1)
-	go func() { defer sidecar.Done(); e.sidecar(hctx, h) }()
+	go func() { defer sidecar.Done(); e.sidecar(hctx, h, ec.drain) }()
 	var once sync.Once
 	h.kill = func() {
 		once.Do(func() {
@@ -337,8 +349,10 @@ func (e *coldEnv) startGateway(id string) *coldGW {
 // sidecar keeps h's models equal to h's assignment, as modelsync -placement
 // does, and counts the loads it starts. It applies configs in order, the
 // latest pending one next (a reload that adds a model returns once the model is
-// AVAILABLE, so a newer assignment may arrive meanwhile).
-func (e *coldEnv) sidecar(ctx context.Context, h *coldHost) {
+// AVAILABLE, so a newer assignment may arrive meanwhile). A version taken off
+// the host stays in the config for drain before it is unloaded, as modelsync's
+// -placement-unload-delay keeps it, so that gateways stop routing it first.
+func (e *coldEnv) sidecar(ctx context.Context, h *coldHost, drain time.Duration) {
 	updates := make(chan placement.HostView)
 	watchDone := make(chan struct{})
 	go func() { defer close(watchDone); _ = e.store.WatchHost(ctx, "main", h.id, updates) }()
@@ -360,29 +374,57 @@ func (e *coldEnv) sidecar(ctx context.Context, h *coldHost) {
 	}()
 	defer func() { <-applyDone }()
 	have := map[placement.Key]bool{}
+	draining := map[placement.Key]time.Time{} // unassigned, in the config until then
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
 	for {
-		var hv placement.HostView
 		select {
 		case <-ctx.Done():
 			return
-		case hv = <-updates:
+		case hv := <-updates:
+			want := map[placement.Key]bool{}
+			for _, en := range hv.Assignment.Entries {
+				want[en.Key] = true
+				if _, kept := draining[en.Key]; !have[en.Key] && !kept {
+					n, _ := e.loads.LoadOrStore(coldLoad{h.id, en.Key}, new(atomic.Int64))
+					n.(*atomic.Int64).Add(1)
+				}
+				delete(draining, en.Key)
+			}
+			for k := range have {
+				if !want[k] {
+					draining[k] = time.Now().Add(drain)
+				}
+			}
+			have = want
+		case <-timer.C:
 		}
+		now := time.Now()
 		versions := map[string][]int64{}
-		want := map[placement.Key]bool{}
-		for _, en := range hv.Assignment.Entries {
-			want[en.Key] = true
-			versions[en.Model] = append(versions[en.Model], en.Version)
-			if !have[en.Key] {
-				n, _ := e.loads.LoadOrStore(coldLoad{h.id, en.Key}, new(atomic.Int64))
-				n.(*atomic.Int64).Add(1)
+		for k := range have {
+			versions[k.Model] = append(versions[k.Model], k.Version)
+		}
+		var next time.Time
+		for k, until := range draining {
+			if !now.Before(until) {
+				delete(draining, k)
+				continue
+			}
+			versions[k.Model] = append(versions[k.Model], k.Version)
+			if next.IsZero() || until.Before(next) {
+				next = until
 			}
 		}
-		have = want
+		if !next.IsZero() {
+			timer.Reset(next.Sub(now))
+		}
 		list := &servingpb.ModelConfigList{}
 		for _, name := range e.models {
 			if len(versions[name]) == 0 {
 				continue // not assigned here: left out of the config, so unloaded
 			}
+			slices.Sort(versions[name])
 			list.Config = append(list.Config, &servingpb.ModelConfig{Name: name, BasePath: filepath.Join(e.root, name), ModelPlatform: "tensorflow",
 				ModelVersionPolicy: &servingpb.FileSystemStoragePathSourceConfig_ServableVersionPolicy{PolicyChoice: &servingpb.FileSystemStoragePathSourceConfig_ServableVersionPolicy_Specific_{
 					Specific: &servingpb.FileSystemStoragePathSourceConfig_ServableVersionPolicy_Specific{Versions: versions[name]}}}})
