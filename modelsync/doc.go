@@ -46,6 +46,11 @@
 //     timeout the config is resent with backoff (TF Serving then no longer waits for
 //     models it has), a version still not AVAILABLE after ReloadTimeout is reported
 //     as a failure, and no version named by a reload under way is deleted.
+//   - A version taken off the host (AVAILABLE, in the config) drains: it stays in the
+//     config for UnloadDelay, so that gateways, which stop routing it here when they
+//     see the assignment change, have done so before it unloads; the drain ends early
+//     while a version of the config is not yet AVAILABLE (the controller counts the
+//     removed copy's memory as free, and the load must find it).
 //   - Unassigned versions stay on disk as a cache of at most CacheBytes, the least
 //     recently assigned leaving first, and a version's files are deleted only after
 //     GetModelStatus reports it END or unknown: never under a loaded model.

@@ -61,6 +61,14 @@ type PlacementConfig struct {
 	// rejected) is reported as a failure, so the controller does not place it on this
 	// host again before then. Default 10m.
 	FailureBackoff Duration `json:"failure_backoff"`
+	// UnloadDelay is how long a version taken off this host stays in TF Serving's
+	// model config (loaded, serving) before the config is rewritten without it:
+	// gateways see the same assignment change within milliseconds and stop routing
+	// the version here, so no request reaches the host after the unload. The drain
+	// ends early when a version added to the config is not yet AVAILABLE: the
+	// controller counts the removed copy's memory as free, and its replacement's
+	// load must not find it still taken. 0 unloads at once. Default 2s.
+	UnloadDelay Duration `json:"unload_delay"`
 }
 
 // DefaultPlacementConfig returns placement mode's defaults (off).
@@ -72,6 +80,7 @@ func DefaultPlacementConfig() PlacementConfig {
 		PollInterval:   Duration(time.Second),
 		StatusInterval: Duration(10 * time.Second),
 		FailureBackoff: Duration(10 * time.Minute),
+		UnloadDelay:    Duration(2 * time.Second),
 	}
 }
 
@@ -107,6 +116,9 @@ func (p PlacementConfig) validate(c Config) []error {
 	}
 	if p.FailureBackoff <= 0 {
 		add("failure_backoff %v must be positive", time.Duration(p.FailureBackoff))
+	}
+	if p.UnloadDelay < 0 {
+		add("unload_delay %v is negative (0 unloads an unassigned version at once)", time.Duration(p.UnloadDelay))
 	}
 	return errs
 }
@@ -187,6 +199,9 @@ type placer struct {
 	retryAt    map[placement.Key]time.Time
 	attempts   map[placement.Key]int
 	unloadWait map[placement.Key]time.Time // eviction candidates still loaded, since
+	// draining: versions taken off the host that stay in the model config until
+	// then (UnloadDelay), so gateways stop routing them before the unload.
+	draining map[placement.Key]time.Time
 	awaiting   bool                        // removals waiting for TF Serving to unload
 	dirty      bool
 	lastFull   time.Time
@@ -208,6 +223,7 @@ func newPlacer(s *syncer, deps PlacementDeps, m metric.Meter) (*placer, error) {
 		states: map[string]map[int64]*servingpb.ModelVersionStatus{}, configured: map[placement.Key]time.Time{},
 		loadSec: map[placement.Key]float64{}, failures: map[placement.Key]placement.StatusFailure{},
 		retryAt: map[placement.Key]time.Time{}, attempts: map[placement.Key]int{}, unloadWait: map[placement.Key]time.Time{},
+		draining: map[placement.Key]time.Time{},
 		metrics: newPlacementMetrics(m),
 	}, nil
 }
@@ -295,8 +311,29 @@ func (p *placer) setView(v placement.HostView) {
 		as[e.Key] = true
 	}
 	p.mu.Lock()
+	old := p.assigned
 	p.view, p.assigned = &v, as
 	p.mu.Unlock()
+	// A version in the config that is taken off the host drains first.
+	if d := time.Duration(p.cfg.UnloadDelay); d > 0 {
+		inConfig := map[placement.Key]bool{}
+		for _, m := range p.posted {
+			for _, ver := range m.Versions {
+				inConfig[placement.Key{Model: m.Name, Version: ver}] = true
+			}
+		}
+		until := time.Now().Add(d)
+		for k := range old {
+			if !as[k] && inConfig[k] && p.state(k).GetState() == servingpb.ModelVersionStatus_AVAILABLE {
+				if _, ok := p.draining[k]; !ok {
+					p.draining[k] = until
+				}
+			}
+		}
+	}
+	for k := range as {
+		delete(p.draining, k)
+	}
 	p.dirty = true
 	p.log.Info("placement: assignment received", "versions", len(as), "generation", v.Manifest.Generation, "index", v.Index)
 }
@@ -330,10 +367,14 @@ func (p *placer) step(ctx context.Context) time.Duration {
 	if full {
 		p.lastFull = now
 	}
+	next := time.Duration(p.cfg.StatusInterval)
 	if fetching || moving || reloading || p.awaiting || p.posted == nil && view != nil {
-		return time.Duration(p.cfg.PollInterval)
+		next = time.Duration(p.cfg.PollInterval)
 	}
-	return time.Duration(p.cfg.StatusInterval)
+	for _, until := range p.draining {
+		next = min(next, max(until.Sub(time.Now()), time.Millisecond))
+	}
+	return next
 }
 
 // takeResults applies finished jobs: failures with their retry time.
@@ -551,9 +592,28 @@ func (p *placer) listModel(ctx context.Context, model string) (map[int64]candida
 // to it are timed from now until TF Serving reports them AVAILABLE.
 func (p *placer) applyConfig(view *placement.HostView, assigned map[placement.Key]bool) {
 	byModel := map[string][]int64{}
+	loading := false
 	for _, e := range view.Assignment.Entries {
 		if _, ok := p.disk[e.Key]; ok {
 			byModel[e.Model] = append(byModel[e.Model], e.Version)
+			loading = loading || p.state(e.Key).GetState() != servingpb.ModelVersionStatus_AVAILABLE
+		}
+	}
+	// Draining versions stay until their delay ends, or until a version of the
+	// config is not AVAILABLE yet: its load may need the memory the controller
+	// already counts as free.
+	now := time.Now()
+	for _, k := range slices.SortedFunc(maps.Keys(p.draining), compareKeys) {
+		_, onDisk := p.disk[k]
+		switch {
+		case !onDisk || !now.Before(p.draining[k]):
+			delete(p.draining, k)
+		case loading:
+			p.log.Info("placement: unloading a draining version early: an assigned version is loading and may need its memory",
+				"model", k.Model, "version", k.Version, "drain_left", p.draining[k].Sub(now).Round(time.Millisecond))
+			delete(p.draining, k)
+		default:
+			byModel[k.Model] = append(byModel[k.Model], k.Version)
 		}
 	}
 	models := make([]reload.Model, 0, len(byModel))
@@ -572,7 +632,6 @@ func (p *placer) applyConfig(view *placement.HostView, assigned map[placement.Ke
 	}) {
 		return
 	}
-	now := time.Now()
 	if p.posted == nil && now.Before(p.reloadRetry) {
 		return
 	}

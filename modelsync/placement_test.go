@@ -549,6 +549,8 @@ func TestPlacementConfigValidate(t *testing.T) {
 		{name: "retention", mutate: func(c *Config) { c.Retain = 2 }, wantErr: "retention must be 0"},
 		{name: "gateway mode", mutate: func(c *Config) { c.Mode = ModeGateway; c.TFServingAddr = "" }, wantErr: "needs mode"},
 		{name: "negative cache", mutate: func(c *Config) { c.Placement.CacheBytes = -1 }, wantErr: "cache_bytes"},
+		{name: "negative unload delay", mutate: func(c *Config) { c.Placement.UnloadDelay = -1 }, wantErr: "unload_delay"},
+		{name: "no unload delay is fine", mutate: func(c *Config) { c.Placement.UnloadDelay = 0 }},
 		{name: "slash in pool", mutate: func(c *Config) { c.Placement.Pool = "a/b" }, wantErr: "KV path segments"},
 		{name: "no queue is fine", mutate: func(c *Config) { c.QueueURL, c.CatchUp = "", false }},
 	}
@@ -651,6 +653,41 @@ func (pe *placementEnv) metricSums(t *testing.T) map[string]int64 {
 		}
 	}
 	return out
+}
+
+// TestPlacementDrainsBeforeUnload: a version taken off the host stays in TF
+// Serving's config, AVAILABLE, for the unload delay (an hour here), so gateways
+// stop routing it before it goes; a version then added to the config cuts the
+// drain short (its load may need the memory), and the drained one unloads.
+func TestPlacementDrainsBeforeUnload(t *testing.T) {
+	pe := newPlacementEnv(t)
+	a1, b1, c1 := key("a", 1), key("b", 1), key("c", 1)
+	for _, k := range []placement.Key{a1, b1, c1} {
+		pe.upload(t, k)
+	}
+	cfg := pe.config(1 << 30)
+	cfg.Placement.UnloadDelay = Duration(time.Hour)
+	sc := pe.start(cfg)
+	sc.wait(t, 3, ignoredWith("no assignment known"))
+	pe.assign(t, a1, b1)
+	pe.waitExactly(t, []placement.Key{a1, b1})
+
+	// b@1 unassigned: the sidecar reports one version assigned, and b@1 is still
+	// configured and AVAILABLE (draining).
+	pe.assign(t, a1)
+	testwait.Until(t, "the sidecar to report one assigned version", func() bool {
+		return pe.metricSums(t)["modelsync.placement.versions/assigned"] == 1
+	})
+	if got := pe.configured(t); !slices.Equal(got, []string{"a@1", "b@1"}) {
+		t.Errorf("configured %v right after b@1 was unassigned; want a@1 and b@1 (draining)", got)
+	}
+	if st := pe.state(b1); st != servingpb.ModelVersionStatus_AVAILABLE {
+		t.Errorf("b@1 %v while draining; want AVAILABLE", st)
+	}
+
+	// c@1 assigned: its load cuts the drain short; b@1 unloads, stays cached.
+	pe.assign(t, a1, c1)
+	pe.waitExactly(t, []placement.Key{a1, c1}, b1)
 }
 
 // TestPlacementFetchesThroughOneSlot: an assignment larger than max_in_flight is

@@ -84,4 +84,5 @@ func bindPlacementFlags(fs *flag.FlagSet, c *modelsync.Config) {
 	fs.Var(&p.PollInterval, "placement-poll-interval", "how often TF Serving is polled while versions load or unload")
 	fs.Var(&p.StatusInterval, "placement-status-interval", "full resync and status heartbeat interval")
 	fs.Var(&p.FailureBackoff, "placement-failure-backoff", "how long a failed load is reported, keeping the version off this host")
+	fs.Var(&p.UnloadDelay, "placement-unload-delay", "how long a version taken off this host stays loaded (drains) before it is unloaded, so gateways stop routing it first; cut short while an assigned version is loading (its memory may be needed); 0 unloads at once")
 }
