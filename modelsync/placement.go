@@ -201,8 +201,8 @@ type placer struct {
 	unloadWait map[placement.Key]time.Time // eviction candidates still loaded, since
 	// draining: versions taken off the host that stay in the model config until
 	// then (UnloadDelay), so gateways stop routing them before the unload.
-	draining map[placement.Key]time.Time
-	awaiting   bool                        // removals waiting for TF Serving to unload
+	draining   map[placement.Key]time.Time
+	awaiting   bool // removals waiting for TF Serving to unload
 	dirty      bool
 	lastFull   time.Time
 	lastStatus time.Time
@@ -224,7 +224,7 @@ func newPlacer(s *syncer, deps PlacementDeps, m metric.Meter) (*placer, error) {
 		loadSec: map[placement.Key]float64{}, failures: map[placement.Key]placement.StatusFailure{},
 		retryAt: map[placement.Key]time.Time{}, attempts: map[placement.Key]int{}, unloadWait: map[placement.Key]time.Time{},
 		draining: map[placement.Key]time.Time{},
-		metrics: newPlacementMetrics(m),
+		metrics:  newPlacementMetrics(m),
 	}, nil
 }
 
