@@ -76,9 +76,21 @@
 // package discovery tfgate.discovery.staleness{service,tag}, tfgate.discovery.errors,
 // tfgate.discovery.updates.
 //
+// # Placement
+//
+// With placement on, the gateway hands the manager every assignment it reads from
+// KV (SetPlacement: Consul service ID -> versions, draining copies included). A
+// host named there (matched by the service ID its Consul discovery reports) is
+// routed only the versions assigned to it: a version taken off a host leaves the
+// routing tables at once, before the host's sidecar unloads it (it drains first,
+// modelsync -placement-unload-delay), so no request reaches it after the unload.
+// Placement only narrows routing: a version still has to be AVAILABLE. Hosts the
+// assignment does not name (static pools, hosts not placed on yet, a host whose
+// value was cleared) are routed whatever they report AVAILABLE.
+//
 // # Concurrency
 //
-// Predict, GetModelMetadata, Snapshot, Changes, SetModels and Want are safe for
+// Predict, GetModelMetadata, Snapshot, Changes, SetModels, SetPlacement and Want are safe for
 // concurrent use. The request path reads an immutable snapshot through an atomic pointer and
 // takes no lock except a per-host one around the in-flight count. The snapshot is
 // rebuilt on every discovery update, readiness change, SetModels and ejection; Changes

@@ -1,6 +1,7 @@
 package hosts
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -128,5 +129,39 @@ func TestEjectionBackoff(t *testing.T) {
 	h.succeeded()
 	if d := h.failed(cfg, now); d != 0 {
 		t.Errorf("one failure after a success ejected for %v, want no ejection", d)
+	}
+}
+
+// TestReadinessUnrouted: a copy placement no longer assigns (unrouted) is left
+// out of routing, Hosts and Available, and Explain names it as draining; other
+// hosts' copies are unaffected.
+func TestReadinessUnrouted(t *testing.T) {
+	a := &host{addr: "a", avail: map[string][]int64{"m": {1, 2}}}
+	b := &host{addr: "b", avail: map[string][]int64{"m": {1}}}
+	members := map[string][]string{"p": {"a", "b"}}
+	byAddr := map[string]*host{"a": a, "b": b}
+	r := buildReadinessPlaced(members, byAddr, time.Unix(1000, 0), func(addr string, k versionKey) bool {
+		return addr == "a" // a keeps nothing
+	})
+	if got := r.Hosts("m", 1); len(got) != 1 || got[0] != "b" {
+		t.Errorf("Hosts(m, 1) = %v, want [b]", got)
+	}
+	if r.Available("m", 2, []string{"p"}) {
+		t.Error("m@2, only on a (unassigned), is Available")
+	}
+	for range 10 {
+		if h, _ := r.pick([]string{"p"}, versionKey{"m", 1}, nil, 0, func(n int) int { return n - 1 }); h != b {
+			t.Fatalf("picked %v for m@1, want b", h)
+		}
+	}
+	if h, any := r.pick([]string{"p"}, versionKey{"m", 2}, nil, 0, func(int) int { return 0 }); h != nil || any {
+		t.Errorf("pick(m@2) = %v, %v; want none", h, any)
+	}
+	want := "AVAILABLE but no longer assigned by placement (draining before the unload): a"
+	if got := r.Explain("m", 2, []string{"p"}); !strings.Contains(got, want) {
+		t.Errorf("Explain(m@2) = %q, want it to contain %q", got, want)
+	}
+	if r.Entries() != 1 {
+		t.Errorf("Entries() = %d, want 1", r.Entries())
 	}
 }
