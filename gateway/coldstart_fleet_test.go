@@ -400,10 +400,12 @@ func TestPlacementDropDrains(t *testing.T) {
 	}
 	// At most requests already in flight when the gateway saw the change reach
 	// the dropped host after it (its copy was still loaded, draining).
-	if late := e.guard.servedBy(dropped.addr, x, 1) - servedDropped; late > 4 {
+	late := e.guard.servedBy(dropped.addr, x, 1) - servedDropped
+	if late > 4 {
 		t.Errorf("%s served %d requests for %s after the assignment dropped it; want at most the 4 in flight", dropped.id, late, x)
 	}
-	t.Logf("%s dropped from %s (kept on %s): %d backend calls, %d to a host without it", x, dropped.id, kept.id, e.guard.calls.Load(), e.guard.bad.Load())
+	t.Logf("%s dropped from %s (kept on %s): %d backend calls, %d to a host without it, %d served by %s after the drop",
+		x, dropped.id, kept.id, e.guard.calls.Load(), e.guard.bad.Load(), late, dropped.id)
 	if e.guard.calls.Load() == 0 || e.guard.bad.Load() != 0 {
 		t.Errorf("backend calls %d, to hosts without the version %d; want some calls, none without", e.guard.calls.Load(), e.guard.bad.Load())
 	}
