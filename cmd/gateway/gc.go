@@ -30,7 +30,7 @@ type gcSettings struct {
 // environment (GOGC, GOMEMLIMIT), which wins over the defaults: GOGC 400 and a
 // memory limit of 90% of the cgroup's memory.max when there is one. When no
 // memory limit is set that way it returns the heap headroom (--gc-headroom,
-// default defaultHeadroom; 0 when off) for runHeadroom to keep.
+// default defaultHeadroom; 0 when off or GOGC is off) for runHeadroom to keep.
 func (g gcSettings) apply(getenv func(string) string) (int64, error) {
 	headroom := int64(defaultHeadroom)
 	if g.headroom != "" {
@@ -50,6 +50,11 @@ func (g gcSettings) apply(getenv func(string) string) (int64, error) {
 			return 0, fmt.Errorf("--gogc: %w", err)
 		}
 		debug.SetGCPercent(p)
+		if p < 0 {
+			headroom = 0 // GOGC off: only a limit set on purpose collects
+		}
+	case getenv("GOGC") == "off":
+		headroom = 0
 	case getenv("GOGC") == "":
 		debug.SetGCPercent(defaultGOGC)
 	}

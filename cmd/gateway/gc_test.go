@@ -65,6 +65,8 @@ func TestGCHeadroomPrecedence(t *testing.T) {
 		{name: "off", g: gcSettings{headroom: "off"}, want: 0},
 		{name: "--gomemlimit wins", g: gcSettings{memLimit: "1GiB", headroom: "64MiB"}, want: 0},
 		{name: "GOMEMLIMIT wins", env: map[string]string{"GOMEMLIMIT": "1GiB"}, want: 0},
+		{name: "--gogc off", g: gcSettings{gogc: "off"}, want: 0},
+		{name: "GOGC off", env: map[string]string{"GOGC": "off"}, want: 0},
 	} {
 		got, err := tc.g.apply(env(tc.env))
 		if err != nil {
