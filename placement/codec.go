@@ -132,6 +132,11 @@ func EncodeHost(pool, host string, entries []Entry, shards int, prev *Manifest, 
 	}
 	var out []ShardValue
 	var zw *gzip.Writer
+	defer func() {
+		if zw != nil {
+			putGzipWriter(zw)
+		}
+	}()
 	for i := range bufs {
 		sum := strconv.FormatUint(xxhash.Sum64(bufs[i].Bytes()), 16)
 		m.Shards[i].Sum = sum
@@ -142,7 +147,7 @@ func EncodeHost(pool, host string, entries []Entry, shards int, prev *Manifest, 
 		m.Shards[i].Gen = gen
 		var z bytes.Buffer
 		if zw == nil {
-			zw, _ = gzip.NewWriterLevel(&z, gzip.BestSpeed)
+			zw = getGzipWriter(&z)
 		} else {
 			zw.Reset(&z)
 		}
@@ -187,11 +192,12 @@ func DecodeHost(m Manifest, shards func(index int, gen uint64) ([]byte, bool)) (
 		if !ok {
 			return nil, fmt.Errorf("%w: host %s shard %d generation %d missing", ErrInconsistent, m.Host, i, ref.Gen)
 		}
-		zr, err := gzip.NewReader(bytes.NewReader(z))
+		zr, err := getGzipReader(bytes.NewReader(z))
 		if err != nil {
 			return nil, fmt.Errorf("%w: host %s shard %d: %v", ErrInconsistent, m.Host, i, err)
 		}
 		raw, err := io.ReadAll(io.LimitReader(zr, 64<<20))
+		putGzipReader(zr)
 		if err != nil {
 			return nil, fmt.Errorf("%w: host %s shard %d: %v", ErrInconsistent, m.Host, i, err)
 		}

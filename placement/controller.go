@@ -156,9 +156,9 @@ func NewController(client *api.Client, cfg ControllerConfig) (*Controller, error
 	}
 	c.metrics = m
 	if cfg.Catalog == nil {
+		var cache CatalogCache
 		c.cfg.Catalog = func(ctx context.Context) ([]Version, error) {
-			vs, _, err := c.store.ReadCatalog(ctx)
-			return vs, err
+			return c.store.ReadCatalogCached(ctx, &cache)
 		}
 	}
 	c.session.Store("")

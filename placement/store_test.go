@@ -285,6 +285,19 @@ func TestStoreReportsAndCatalog(t *testing.T) {
 	if err != nil || len(got) != len(cat) || w3.Index != w2.Index {
 		t.Fatalf("catalog read: %d versions, %v", len(got), err)
 	}
+	// The cached read follows a rewrite of the catalog.
+	var cache CatalogCache
+	for i, want := range []int{len(cat), len(cat), 10} {
+		if i == 2 {
+			if _, err := s.WriteCatalog(ctx, cat[:10], w3); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := s.ReadCatalogCached(ctx, &cache)
+		if err != nil || len(got) != want {
+			t.Fatalf("cached catalog read %d: %d versions, %v; want %d", i, len(got), err, want)
+		}
+	}
 }
 
 // TestStoreSplitsLargeWrites: a host whose shards exceed one transaction's byte
@@ -348,19 +361,35 @@ func TestStoreWatchState(t *testing.T) {
 		"h1": {Pool: "gpu", Entries: []Entry{{Key: k("a", 1), Bytes: 1, Since: t0}}},
 		"h2": {Pool: "cpu", Entries: []Entry{{Key: k("b", 1), Bytes: 1, Since: t0}}},
 	}}
+	next := func(what string, ok func(*Stored) bool) *Stored {
+		for {
+			select {
+			case got := <-ch:
+				if ok(got) {
+					return got
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatalf("no update with %s", what)
+			}
+		}
+	}
 	st, _ := s.ReadState(ctx)
 	if _, err := s.WriteAssignment(ctx, "", a, st); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		select {
-		case got := <-ch:
-			if len(got.Assignment.Hosts) == 2 {
-				assignmentsEqual(t, got.Assignment, a)
-				return
-			}
-		case <-time.After(20 * time.Second):
-			t.Fatal("no update with both hosts")
-		}
+	got := next("both hosts", func(st *Stored) bool { return len(st.Assignment.Hosts) == 2 })
+	assignmentsEqual(t, got.Assignment, a)
+
+	// One host rewritten: the update has its new entries and the other's, which
+	// the watch did not decode again.
+	b := Assignment{Hosts: map[string]HostAssignment{
+		"h1": {Pool: "gpu", Entries: []Entry{{Key: k("a", 1), Bytes: 1, Since: t0}, {Key: k("c", 2), Bytes: 3, Since: t0}}},
+		"h2": a.Hosts["h2"],
+	}}
+	st, _ = s.ReadState(ctx)
+	if _, err := s.WriteAssignment(ctx, "", b, st); err != nil {
+		t.Fatal(err)
 	}
+	got = next("h1 rewritten", func(st *Stored) bool { return len(st.Assignment.Hosts["h1"].Entries) == 2 })
+	assignmentsEqual(t, got.Assignment, b)
 }

@@ -14,27 +14,47 @@ import (
 // while every request allocates, so at GOGC=100 the collector runs every few
 // milliseconds at load and also shrinks the stacks of idle stream workers, which
 // then grow again. 400 measured 121-125 -> 96-98 µs CPU per request at saturation
-// (make bench's overhead scenario, 2 runs each); the memory bound is GOMEMLIMIT.
+// (make bench's overhead scenario, 2 runs each). The memory bound is a memory
+// limit: GOMEMLIMIT, or else one kept at a fixed headroom above the live heap
+// (headroom.go), which only binds once the live heap is catalog-sized.
 const defaultGOGC = 400
 
 // gcSettings are --gogc and --gomemlimit as given ("" when not given), and
 // the other per-request cost settings of the process (--rpc-size-metrics).
 type gcSettings struct {
-	gogc, memLimit string
-	rpcSizeMetrics bool
+	gogc, memLimit, headroom string
+	rpcSizeMetrics           bool
 }
 
 // apply sets the GC percentage and the soft memory limit. A flag wins over the
 // environment (GOGC, GOMEMLIMIT), which wins over the defaults: GOGC 400 and a
-// memory limit of 90% of the cgroup's memory.max when there is one.
-func (g gcSettings) apply(getenv func(string) string) error {
+// memory limit of 90% of the cgroup's memory.max when there is one. When no
+// memory limit is set that way it returns the heap headroom (--gc-headroom,
+// default defaultHeadroom; 0 when off or GOGC is off) for runHeadroom to keep.
+func (g gcSettings) apply(getenv func(string) string) (int64, error) {
+	headroom := int64(defaultHeadroom)
+	if g.headroom != "" {
+		n, err := parseBytes(g.headroom)
+		if err != nil {
+			return 0, fmt.Errorf("--gc-headroom: %w", err)
+		}
+		if n == math.MaxInt64 { // off
+			n = 0
+		}
+		headroom = n
+	}
 	switch {
 	case g.gogc != "":
 		p, err := parseGOGC(g.gogc)
 		if err != nil {
-			return fmt.Errorf("--gogc: %w", err)
+			return 0, fmt.Errorf("--gogc: %w", err)
 		}
 		debug.SetGCPercent(p)
+		if p < 0 {
+			headroom = 0 // GOGC off: only a limit set on purpose collects
+		}
+	case getenv("GOGC") == "off":
+		headroom = 0
 	case getenv("GOGC") == "":
 		debug.SetGCPercent(defaultGOGC)
 	}
@@ -42,15 +62,19 @@ func (g gcSettings) apply(getenv func(string) string) error {
 	case g.memLimit != "":
 		n, err := parseBytes(g.memLimit)
 		if err != nil {
-			return fmt.Errorf("--gomemlimit: %w", err)
+			return 0, fmt.Errorf("--gomemlimit: %w", err)
 		}
 		debug.SetMemoryLimit(n)
-	case getenv("GOMEMLIMIT") == "":
+		return 0, nil
+	case getenv("GOMEMLIMIT") != "":
+		return 0, nil
+	default:
 		if n := cgroupMemoryMax(); n > 0 {
 			debug.SetMemoryLimit(n / 10 * 9)
+			return 0, nil
 		}
 	}
-	return nil
+	return headroom, nil
 }
 
 func parseGOGC(s string) (int, error) {

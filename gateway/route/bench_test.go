@@ -111,3 +111,48 @@ func BenchmarkLoad50k(b *testing.B) {
 		b.ReportMetric(float64(int64(before.HeapAlloc)-int64(after.HeapAlloc))/(1<<20), "retained-MiB")
 	})
 }
+
+// fleetState is the fleet bench's state: one version per model, with a spec,
+// on no host (unplaced) except every tenth model's.
+type fleetState struct{}
+
+func (fleetState) SpecStatus(string, int64) error { return nil }
+func (fleetState) Versions(string) []int64        { return []int64{1} }
+func (fleetState) AvailableHosts(model string, _ int64) []string {
+	if strings.HasSuffix(model, "0") {
+		return []string{"h1:8500"}
+	}
+	return nil
+}
+
+// BenchmarkBuildFleet50k is one snapshot rebuild at the fleet bench's shape
+// (50,000 models named `{}` in the config, no default, one version each, 10% on
+// a host): the gateway rebuilds on every readiness change, so B/op is garbage
+// per load or eviction and retained-MiB the snapshot it keeps.
+func BenchmarkBuildFleet50k(b *testing.B) {
+	var y strings.Builder
+	y.WriteString("defaults: {pools: [main], timeout: 5s}\nmodels:\n")
+	for i := range 50000 {
+		fmt.Fprintf(&y, "  cust-%d: {}\n", i)
+	}
+	c, err := Parse("fleet.yaml", []byte(y.String()), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	var s *Snapshot
+	for b.Loop() {
+		s = Build(c, fleetState{}, 1, BuildOptions{})
+	}
+	b.StopTimer()
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	runtime.KeepAlive(s)
+	s = nil
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(c)
+	b.ReportMetric(float64(int64(before.HeapAlloc)-int64(after.HeapAlloc))/(1<<20), "retained-MiB")
+}

@@ -1,6 +1,7 @@
 package route
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -138,7 +139,10 @@ type ModelRoutes struct {
 
 	labels map[string]target
 	def    target // err set when the default route cannot resolve
-	exp    *experiment
+	// noDefault: no default and no experiment (def unset); Resolve without a
+	// version or label fails with ErrNoDefaultRoute.
+	noDefault bool
+	exp       *experiment
 }
 
 // Arms lists the experiment's arms (nil without an experiment).
@@ -172,8 +176,9 @@ func Build(cfg *Config, st State, gen uint64, opts BuildOptions) *Snapshot {
 	if s.rand == nil {
 		s.rand = rand.Uint64
 	}
+	noHost := noHostReasons{}
 	for name, m := range cfg.Models {
-		s.models[name] = buildModel(m, st, cfg.MemberVersions(name))
+		s.models[name] = buildModel(m, st, cfg.MemberVersions(name), noHost)
 	}
 	if len(cfg.Ensembles) > 0 {
 		s.ensembles = make(map[string]*EnsembleRoutes, len(cfg.Ensembles))
@@ -184,36 +189,65 @@ func Build(cfg *Config, st State, gen uint64, opts BuildOptions) *Snapshot {
 	return s
 }
 
+// noHostReasons interns the "no host in pools [...]" reason per pool list: at
+// 50,000 models most versions of a rebuild have no host (placement leaves them
+// unplaced), and one string per version was a third of a rebuild's garbage.
+type noHostReasons map[string]string
+
+func (r noHostReasons) get(pools []string) string {
+	key := ""
+	if len(pools) == 1 {
+		key = pools[0]
+	} else {
+		key = strings.Join(pools, "\x00")
+	}
+	if s, ok := r[key]; ok {
+		return s
+	}
+	s := "no host in pools [" + strings.Join(pools, ", ") + "] reports it AVAILABLE"
+	r[key] = s
+	return s
+}
+
 // buildModel precomputes m's routes; pinned are versions ensemble members pin,
 // whose status is listed with the others.
-func buildModel(m *Model, st State, pinned []int64) *ModelRoutes {
+func buildModel(m *Model, st State, pinned []int64, noHost noHostReasons) *ModelRoutes {
 	mr := &ModelRoutes{
 		Name:    m.Name,
 		Pools:   m.Pools,
 		Timeout: m.Timeout.D,
 		Default: m.Default,
-		Labels:  make(map[string]int64, len(m.Labels)),
-		labels:  make(map[string]target, len(m.Labels)),
+	}
+	// Maps only for models with labels: reads of a nil map find nothing, and at
+	// fleet scale (50,000 models, most without labels) two empty maps per model
+	// were kept in every snapshot.
+	if len(m.Labels) > 0 {
+		mr.Labels = make(map[string]int64, len(m.Labels))
+		mr.labels = make(map[string]target, len(m.Labels))
 	}
 	mr.Batching = m.BatchingConfig
-	vs := map[int64]*VersionStatus{}
-	status := func(v int64) *VersionStatus {
-		if s, ok := vs[v]; ok {
-			return s
+	// The versions' statuses, in the order first asked for; few per model, so a
+	// slice searched linearly (a map and a pointer per version cost more).
+	vs := make([]VersionStatus, 0, 1)
+	status := func(v int64) VersionStatus {
+		for _, s := range vs {
+			if s.Version == v {
+				return s
+			}
 		}
-		s := &VersionStatus{Version: v, Hosts: st.AvailableHosts(m.Name, v)}
-		var reasons []string
-		if err := st.SpecStatus(m.Name, v); err != nil {
-			reasons = append(reasons, "no usable preprocessing spec: "+err.Error())
-		} else {
-			s.HasSpec = true
+		s := VersionStatus{Version: v, Hosts: st.AvailableHosts(m.Name, v)}
+		specErr := st.SpecStatus(m.Name, v)
+		s.HasSpec = specErr == nil
+		switch {
+		case specErr != nil && len(s.Hosts) == 0:
+			s.Reason = "no usable preprocessing spec: " + specErr.Error() + "; " + noHost.get(m.Pools)
+		case specErr != nil:
+			s.Reason = "no usable preprocessing spec: " + specErr.Error()
+		case len(s.Hosts) == 0:
+			s.Reason = noHost.get(m.Pools)
 		}
-		if len(s.Hosts) == 0 {
-			reasons = append(reasons, "no host in pools ["+strings.Join(m.Pools, ", ")+"] reports it AVAILABLE")
-		}
-		s.Reason = strings.Join(reasons, "; ")
-		s.Routable = len(reasons) == 0
-		vs[v] = s
+		s.Routable = s.Reason == ""
+		vs = append(vs, s)
 		return s
 	}
 	for l, v := range m.Labels {
@@ -265,7 +299,7 @@ func buildModel(m *Model, st State, pinned []int64) *ModelRoutes {
 		}
 		mr.def.err = &RouteError{Model: m.Name, What: fmt.Sprintf("experiment %q", mr.exp.name), Reason: "no arm is routable and there is no default to fall back on: " + strings.Join(why, "; "), Err: ErrNotRoutable}
 	default:
-		mr.def.err = &RouteError{Model: m.Name, Reason: "the request names no version or label, and the model has no default or experiment; name a version or one of its labels", Err: ErrNoDefaultRoute}
+		mr.noDefault = true // its error is made when asked for (most fleet models)
 	}
 	for _, v := range st.Versions(m.Name) {
 		status(v)
@@ -273,11 +307,8 @@ func buildModel(m *Model, st State, pinned []int64) *ModelRoutes {
 	for _, v := range pinned {
 		status(v)
 	}
-	mr.Versions = make([]VersionStatus, 0, len(vs))
-	for _, s := range vs {
-		mr.Versions = append(mr.Versions, *s)
-	}
-	sort.Slice(mr.Versions, func(i, j int) bool { return mr.Versions[i].Version < mr.Versions[j].Version })
+	slices.SortFunc(vs, func(a, b VersionStatus) int { return cmp.Compare(a.Version, b.Version) })
+	mr.Versions = slices.Clip(vs)
 	return mr
 }
 
@@ -348,6 +379,9 @@ func (m *ModelRoutes) resolve(t Target, key string, rnd func() uint64) (Route, e
 		}
 		a := &x.arms[i]
 		return Route{Version: a.Version, Kind: KindExperiment, Arm: a.Name, Experiment: x.name}, nil
+	}
+	if m.noDefault {
+		return Route{}, &RouteError{Model: m.Name, Reason: "the request names no version or label, and the model has no default or experiment; name a version or one of its labels", Err: ErrNoDefaultRoute}
 	}
 	if m.def.err != nil {
 		return Route{}, m.def.err
