@@ -10,16 +10,17 @@ import (
 // defaultHeadroom is how far the heap may grow above the live heap between
 // collections when no memory limit is set. GOGC 400 lets it grow by 4x the live
 // heap, which is what the per-request CPU wants while the live heap is small (up
-// to 24 MiB: 96 MiB of headroom, as before), but the live heap grows with the
+// to 20 MiB: 80 MiB of headroom, as before), but the live heap grows with the
 // catalog (140-260 MB with placement at 50,000 models), and 4x of that is memory
 // the gateway never needed: RSS 1.2 GB in the fleet bench. Past it, the soft
 // memory limit is kept at the live heap + this headroom + the runtime's other
 // memory, re-derived after every collection, so the heap stays within a fixed
 // distance of what is live and the collector never works near the live heap as
 // a fixed limit below a grown heap makes it (--gomemlimit 250MiB in the fleet
-// bench: twice the cold-start timeouts). A collection then comes every 96 MiB
-// allocated, as at GOGC 400 with a 24 MiB live heap.
-const defaultHeadroom = 96 << 20
+// bench: twice the cold-start timeouts). A collection then comes every 80 MiB
+// allocated, as at GOGC 400 with a 20 MiB live heap. 96 MiB peaked at 299-304 MB
+// RSS in the fleet bench, at the 300 MB target; 80 MiB leaves a margin.
+const defaultHeadroom = 80 << 20
 
 // headroomSamples are the runtime metrics headroomLimit reads, in this order.
 var headroomSamples = []string{

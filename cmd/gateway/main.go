@@ -97,7 +97,7 @@ func parseFlags(args []string, out io.Writer) (gateway.RunConfig, telemetry.LogC
 	fs.IntVar(&cfg.StreamWorkers, "stream-workers", gateway.DefaultStreamWorkers, "goroutines kept to run requests (cover the calls in flight; a request beyond them starts a new goroutine); negative: one goroutine per request")
 	fs.StringVar(&gc.gogc, "gogc", "", fmt.Sprintf("GC target percentage, or off (default: GOGC from the environment, else %d)", defaultGOGC))
 	fs.BoolVar(&gc.rpcSizeMetrics, "rpc-size-metrics", telemetry.RPCSizeMetricsDefault, "record the rpc.{server,client}.{request,response}.size histograms (about 2.5% of the gateway's CPU per request)")
-	fs.StringVar(&gc.headroom, "gc-headroom", "", "with no memory limit set (--gomemlimit, GOMEMLIMIT, cgroup): how far the heap may grow above the live heap between collections, e.g. 128MiB, or off (default 96MiB; below 24 MiB of live heap GOGC 400 governs)")
+	fs.StringVar(&gc.headroom, "gc-headroom", "", "with no memory limit set (--gomemlimit, GOMEMLIMIT, cgroup): how far the heap may grow above the live heap between collections, e.g. 128MiB, or off (default 80MiB; below 20 MiB of live heap GOGC 400 governs)")
 	fs.StringVar(&gc.memLimit, "gomemlimit", "", "soft memory limit, e.g. 2GiB, or off (default: GOMEMLIMIT from the environment, else 90% of the cgroup's memory.max when set)")
 	fs.StringVar(&logCfg.Format, "log-format", "json", "log format: json or text")
 	fs.StringVar(&logCfg.Level, "log-level", "info", "log level: debug, info, warn, error")
