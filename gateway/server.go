@@ -420,7 +420,7 @@ func (s *Server) invokeBackend(ctx context.Context, pools []string, req *serving
 
 // batchRows is the size of dimension 0 of req's first input (its row count).
 func batchRows(req *servingpb.PredictRequest) int64 {
-	if recs := kept(req.ProtoReflect(), fieldInputs); recs != nil {
+	if recs := tensor.KeptRecords(req.ProtoReflect(), fieldInputs); recs != nil {
 		var ts []wireTensor
 		if _, _, ok := scanTensorMap(recs, fieldInputs, nil, &ts, nil); ok && len(ts) > 0 {
 			rows, _ := ts[0].hdr.Rows()

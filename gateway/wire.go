@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bytes"
-	"fmt"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -225,7 +224,7 @@ func setInputs(req *servingpb.PredictRequest, raw *wireTensors) {
 // decodeInputs decodes inputs that setInputs left encoded (the batcher decodes
 // the ones it does not concatenate as wire bytes itself). A request without them is left as it is.
 func decodeInputs(req *servingpb.PredictRequest) error {
-	return decodeKept(req, fieldInputs)
+	return tensor.DecodeKept(req, fieldInputs)
 }
 
 // deferredOutputs are a backend response's outputs that [backendCodec] kept
@@ -234,13 +233,13 @@ func decodeInputs(req *servingpb.PredictRequest) error {
 // response it decoded in full has no unknown field 1 of the bytes wire type
 // (that is outputs, which the decoder decodes), so the first record tells.
 func deferredOutputs(resp *servingpb.PredictResponse) []byte {
-	return kept(resp.ProtoReflect(), fieldOutputs)
+	return tensor.KeptRecords(resp.ProtoReflect(), fieldOutputs)
 }
 
 // decodeOutputs decodes the outputs [backendCodec] kept encoded, for the code
 // that reads them (the typed path; the batcher splits them as they are).
 func decodeOutputs(resp *servingpb.PredictResponse) error {
-	return decodeKept(resp, fieldOutputs)
+	return tensor.DecodeKept(resp, fieldOutputs)
 }
 
 // takeOutputs moves the outputs [backendCodec] kept encoded out of resp,
@@ -253,25 +252,4 @@ func takeOutputs(resp *servingpb.PredictResponse, num protowire.Number) []byte {
 	resp.ProtoReflect().SetUnknown(nil)
 	retag(recs, num)
 	return recs
-}
-
-func kept(m protoreflect.Message, num protowire.Number) []byte {
-	u := m.GetUnknown()
-	if len(u) == 0 || u[0] != byte(protowire.EncodeTag(num, protowire.BytesType)) {
-		return nil
-	}
-	return u
-}
-
-func decodeKept(msg proto.Message, num protowire.Number) error {
-	m := msg.ProtoReflect()
-	recs := kept(m, num)
-	if recs == nil {
-		return nil
-	}
-	m.SetUnknown(nil)
-	if err := (proto.UnmarshalOptions{Merge: true}).Unmarshal(recs, msg); err != nil {
-		return fmt.Errorf("decode the kept tensors: %w", err)
-	}
-	return nil
 }

@@ -288,7 +288,7 @@ func (b *Batcher) prepare(ctx context.Context, req *servingpb.PredictRequest) (*
 	}
 	// Inputs kept encoded that the wire path does not take are decoded here, so
 	// that every decision and error below is the decoded request's.
-	if err := decodeKept(req, fieldReqInputs); err != nil {
+	if err := tensor.DecodeKept(req, fieldReqInputs); err != nil {
 		return nil, false, fmt.Errorf("%w: %s: %w", ErrInvalidRequest, b.key, err)
 	}
 	inputs := req.GetInputs()
@@ -712,7 +712,7 @@ func (b *Batcher) assemble(bt *batch) (*servingpb.PredictRequest, []int64, error
 	}
 	for _, t := range bt.tasks { // a wire task in a batch with decoded ones
 		if t.wire != nil && t.dims == nil {
-			if err := decodeKept(t.req, fieldReqInputs); err != nil {
+			if err := tensor.DecodeKept(t.req, fieldReqInputs); err != nil {
 				return nil, nil, err
 			}
 			t.dims = make(map[string][]int64, len(t.wire))
@@ -758,11 +758,11 @@ func (b *Batcher) assemble(bt *batch) (*servingpb.PredictRequest, []int64, error
 // Every output must have exactly sent rows in dimension 0, as TF Serving's batching
 // requires: an output that is not per row cannot be divided among callers.
 func split(resp *servingpb.PredictResponse, rows []int64, sent int64) ([]*servingpb.PredictResponse, error) {
-	if recs := keptRecs(resp.ProtoReflect(), fieldRespOutputs); recs != nil {
+	if recs := tensor.KeptRecords(resp.ProtoReflect(), fieldRespOutputs); recs != nil {
 		if out, ok, err := splitWire(resp, recs, rows, sent); ok {
 			return out, err
 		}
-		if err := decodeKept(resp, fieldRespOutputs); err != nil {
+		if err := tensor.DecodeKept(resp, fieldRespOutputs); err != nil {
 			return nil, err
 		}
 	}

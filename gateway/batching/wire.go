@@ -43,30 +43,6 @@ const (
 	tfBoolVal   protowire.Number = 11
 )
 
-// keptRecs returns m's unknown fields when they are kept records of the tensor
-// map num (the first record tells, as the gateway's codec keeps them), else nil.
-func keptRecs(m protoreflect.Message, num protowire.Number) []byte {
-	u := m.GetUnknown()
-	if len(u) == 0 || u[0] != byte(protowire.EncodeTag(num, protowire.BytesType)) {
-		return nil
-	}
-	return u
-}
-
-// decodeKept decodes kept records of map num into msg (a no-op without them).
-func decodeKept(msg proto.Message, num protowire.Number) error {
-	m := msg.ProtoReflect()
-	recs := keptRecs(m, num)
-	if recs == nil {
-		return nil
-	}
-	m.SetUnknown(nil)
-	if err := (proto.UnmarshalOptions{Merge: true}).Unmarshal(recs, msg); err != nil {
-		return fmt.Errorf("decode the kept tensors: %w", err)
-	}
-	return nil
-}
-
 // flat is a tensor in the plain form, read from its wire bytes.
 type flat struct {
 	dtype  tfpb.DataType
@@ -159,7 +135,7 @@ func (b *Batcher) prepareWire(req *servingpb.PredictRequest) (ins []wireInput, o
 	if b.cfg.PadVariableLengthInputs || len(req.GetInputs()) > 0 {
 		return nil, false
 	}
-	recs := keptRecs(req.ProtoReflect(), fieldReqInputs)
+	recs := tensor.KeptRecords(req.ProtoReflect(), fieldReqInputs)
 	if recs == nil {
 		return nil, false
 	}

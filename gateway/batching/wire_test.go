@@ -154,7 +154,7 @@ func TestWireMatchesDecoded(t *testing.T) {
 		if err != nil {
 			t.Fatalf("iter %d: wire assemble: %v", iter, err)
 		}
-		if err := decodeKept(wreq, fieldReqInputs); err != nil {
+		if err := tensor.DecodeKept(wreq, fieldReqInputs); err != nil {
 			t.Fatal(err)
 		}
 		if !proto.Equal(dreq, wreq) || len(drows) != len(wrows) {
@@ -177,10 +177,10 @@ func TestWireMatchesDecoded(t *testing.T) {
 			t.Fatalf("iter %d: split errors: wire %v, decoded %v", iter, werr, derr)
 		}
 		for i := range dparts {
-			if len(keptRecs(wparts[i].ProtoReflect(), fieldRespOutputs)) == 0 {
+			if len(tensor.KeptRecords(wparts[i].ProtoReflect(), fieldRespOutputs)) == 0 {
 				t.Fatalf("iter %d member %d: the kept outputs were not split as wire bytes", iter, i)
 			}
-			if err := decodeKept(wparts[i], fieldRespOutputs); err != nil {
+			if err := tensor.DecodeKept(wparts[i], fieldRespOutputs); err != nil {
 				t.Fatal(err)
 			}
 			if !proto.Equal(dparts[i], wparts[i]) {
@@ -262,7 +262,7 @@ func BenchmarkWireBatch(b *testing.B) {
 				for _, q := range reqs {
 					q = proto.CloneOf(q)
 					if mode == "decoded" {
-						if err := decodeKept(q, fieldReqInputs); err != nil {
+						if err := tensor.DecodeKept(q, fieldReqInputs); err != nil {
 							b.Fatal(err)
 						}
 					}
@@ -281,7 +281,7 @@ func BenchmarkWireBatch(b *testing.B) {
 				}
 				p := proto.CloneOf(resp)
 				if mode == "decoded" {
-					if err := decodeKept(p, fieldRespOutputs); err != nil {
+					if err := tensor.DecodeKept(p, fieldRespOutputs); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -351,7 +351,7 @@ func FuzzWire(f *testing.F) {
 		if errd != nil {
 			return
 		}
-		if err := decodeKept(aw, fieldReqInputs); err != nil || !proto.Equal(aw, ad) {
+		if err := tensor.DecodeKept(aw, fieldReqInputs); err != nil || !proto.Equal(aw, ad) {
 			t.Fatalf("assembled: wire %v (%v), decoded %v", aw, err, ad)
 		}
 		if len(outRecs) == 0 || outRecs[0] != 0x0a {
@@ -370,7 +370,7 @@ func FuzzWire(f *testing.F) {
 			t.Fatalf("split: wire %v, decoded %v", errw, errd)
 		}
 		for i := range pd {
-			if err := decodeKept(pw[i], fieldRespOutputs); err != nil || !proto.Equal(pw[i], pd[i]) {
+			if err := tensor.DecodeKept(pw[i], fieldRespOutputs); err != nil || !proto.Equal(pw[i], pd[i]) {
 				t.Fatalf("member %d: wire %v (%v), decoded %v", i, pw[i], err, pd[i])
 			}
 		}
