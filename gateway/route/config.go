@@ -334,27 +334,37 @@ func ParseWith(file string, data []byte, ck Checks) (*Config, error) {
 }
 
 func decodeModels(n *yaml.Node, report func(string)) map[string]*Model {
+	return decodeNamed(n, "model", "models must be a mapping from model name to its routing", report,
+		func(v *yaml.Node, where string) *Model {
+			m := &Model{}
+			strictDecode(v, m, where, report)
+			return m
+		})
+}
+
+// decodeNamed decodes a mapping from names to entries of one kind ("model",
+// "ensemble"), reporting a node that is not a mapping (with notMapping) and a
+// name listed twice; an empty entry decodes to nil, the others with decode.
+func decodeNamed[T any](n *yaml.Node, kind, notMapping string, report func(string), decode func(v *yaml.Node, where string) *T) map[string]*T {
 	if n.Kind != yaml.MappingNode {
-		report(fmt.Sprintf("line %d: models must be a mapping from model name to its routing", n.Line))
+		report(fmt.Sprintf("line %d: %s", n.Line, notMapping))
 		return nil
 	}
-	models := make(map[string]*Model, len(n.Content)/2)
+	out := make(map[string]*T, len(n.Content)/2)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
-		where := fmt.Sprintf("model %q: ", k.Value)
-		if _, dup := models[k.Value]; dup {
-			report(fmt.Sprintf("%sline %d: the model is listed twice", where, k.Line))
+		where := fmt.Sprintf("%s %q: ", kind, k.Value)
+		if _, dup := out[k.Value]; dup {
+			report(fmt.Sprintf("%sline %d: the %s is listed twice", where, k.Line, kind))
 			continue
 		}
 		if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
-			models[k.Value] = nil
+			out[k.Value] = nil
 			continue
 		}
-		m := &Model{}
-		strictDecode(v, m, where, report)
-		models[k.Value] = m
+		out[k.Value] = decode(v, where)
 	}
-	return models
+	return out
 }
 
 // Validate checks the config as a whole and returns a [*ValidationError] listing

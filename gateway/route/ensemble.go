@@ -114,27 +114,12 @@ type Checks struct {
 }
 
 func decodeEnsembles(n *yaml.Node, report func(string)) map[string]*Ensemble {
-	if n.Kind != yaml.MappingNode {
-		report(fmt.Sprintf("line %d: ensembles must be a mapping from ensemble name to its members and combiner", n.Line))
-		return nil
-	}
-	out := make(map[string]*Ensemble, len(n.Content)/2)
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		where := fmt.Sprintf("ensemble %q: ", k.Value)
-		if _, dup := out[k.Value]; dup {
-			report(fmt.Sprintf("%sline %d: the ensemble is listed twice", where, k.Line))
-			continue
-		}
-		if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
-			out[k.Value] = nil
-			continue
-		}
-		e := &Ensemble{}
-		strictDecode(v, e, where, func(p string) { e.undecoded = true; report(p) })
-		out[k.Value] = e
-	}
-	return out
+	return decodeNamed(n, "ensemble", "ensembles must be a mapping from ensemble name to its members and combiner", report,
+		func(v *yaml.Node, where string) *Ensemble {
+			e := &Ensemble{}
+			strictDecode(v, e, where, func(p string) { e.undecoded = true; report(p) })
+			return e
+		})
 }
 
 // EnsembleNames returns the configured ensemble names, sorted.
