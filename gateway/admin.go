@@ -8,7 +8,6 @@ import (
 	"net"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
@@ -78,7 +77,7 @@ func newRunTelemetry(deps Deps, log *slog.Logger) runTelemetry {
 		t.serverOpts = append(t.serverOpts, grpc.ChainUnaryInterceptor(telemetry.AccessLog(log)))
 	}
 	// Readiness polls (GetModelStatus every second per host) are left untraced.
-	t.dialOpts = p.DialOptions(otelgrpc.WithFilter(filters.Not(filters.MethodName("GetModelStatus"))))
+	t.dialOpts = p.DialOptions(filters.Not(filters.MethodName("GetModelStatus")))
 	return t
 }
 

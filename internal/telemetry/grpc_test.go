@@ -70,7 +70,7 @@ func TestGRPCTraceRequestIDAndMetrics(t *testing.T) {
 	go srv.Serve(ln)
 	defer srv.Stop()
 
-	conn, err := grpc.NewClient(ln.Addr().String(), append(p.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	conn, err := grpc.NewClient(ln.Addr().String(), append(p.DialOptions(nil), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,6 +46,15 @@ func (t *idOnlyTracer) Start(ctx context.Context, _ string, opts ...trace.SpanSt
 	} else if cfg := trace.NewSpanStartConfig(opts...); !cfg.NewRoot() {
 		parent = trace.SpanContextFromContext(ctx)
 	}
+	sc := t.child(parent)
+	ctx = trace.ContextWithSpanContext(ctx, sc)
+	return ctx, trace.SpanFromContext(ctx)
+}
+
+// child is the span context of a new span under parent (the zero SpanContext
+// for a root): the parent's trace id or a fresh one, a fresh span id, the
+// sampler's flag and the parent's trace state.
+func (t *idOnlyTracer) child(parent trace.SpanContext) trace.SpanContext {
 	tid := parent.TraceID()
 	if !parent.IsValid() {
 		tid = newTraceID()
@@ -55,14 +64,12 @@ func (t *idOnlyTracer) Start(ctx context.Context, _ string, opts ...trace.SpanSt
 		flags |= trace.FlagsSampled
 	}
 	// Every built-in sampler keeps the parent's trace state.
-	sc := trace.NewSpanContext(trace.SpanContextConfig{
+	return trace.NewSpanContext(trace.SpanContextConfig{
 		TraceID:    tid,
 		SpanID:     newSpanID(),
 		TraceFlags: flags,
 		TraceState: parent.TraceState(),
 	})
-	ctx = trace.ContextWithSpanContext(ctx, sc)
-	return ctx, trace.SpanFromContext(ctx)
 }
 
 // decider is a built-in sampler's decision for a span with this parent (the

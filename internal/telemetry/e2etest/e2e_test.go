@@ -154,7 +154,7 @@ func start(t *testing.T, o opts) *env {
 		t.Fatal("gateway did not start in 30s")
 	}
 
-	conn, err := grpc.NewClient(lis.Addr().String(), append(prov.DialOptions(), grpc.WithTransportCredentials(o.clientCreds))...)
+	conn, err := grpc.NewClient(lis.Addr().String(), append(prov.DialOptions(nil), grpc.WithTransportCredentials(o.clientCreds))...)
 	if err != nil {
 		t.Fatal(err)
 	}
