@@ -575,6 +575,8 @@ func (m *manager) pollOnce(ctx context.Context, e *modelEntry) {
 // load loads one version, retrying per MaxNumLoadRetries.
 func (m *manager) load(ctx context.Context, cfg *servingpb.ModelConfig, v *version) {
 	dir := joinVersion(cfg.GetBasePath(), v.num)
+	// As TF Serving logs them: approved (queued for a load thread), then loading.
+	m.log.Info("approving load for servable version", "model", v.name, "version", v.num)
 	if m.loads != nil {
 		select {
 		case m.loads <- struct{}{}:
@@ -588,6 +590,7 @@ func (m *manager) load(ctx context.Context, cfg *servingpb.ModelConfig, v *versi
 		}
 	}
 	m.setState(v, stateLoading, nil)
+	m.log.Info("loading servable version", "model", v.name, "version", v.num)
 	var mdl *model.Model
 	var err error
 	for attempt := 0; ; attempt++ {

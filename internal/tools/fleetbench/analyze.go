@@ -61,20 +61,24 @@ type tfgateResult struct {
 	ClientExcessP99 float64          `json:"client_wait_minus_load_p99_s"`
 	ClientWaitP99   float64          `json:"client_held_latency_p99_s"`
 	// Placement, from the watch events in the measured window.
-	Loads               int64   `json:"loads"`
-	Evictions           int64   `json:"evictions"`
-	CopiesRemoved       int64   `json:"copies_removed"`
-	YoungEvictions      int64   `json:"evictions_younger_than_min_residency"`
-	YoungCopiesRemoved  int64   `json:"copies_removed_younger_than_min_residency"`
-	LoadsPerMin         float64 `json:"loads_per_min"`
-	EvictionsPerMin     float64 `json:"evictions_per_min"`
-	BytesLoadedPerMin   float64 `json:"bytes_loaded_per_min"`
-	KVWritesPerSec      float64 `json:"kv_writes_per_s"`
-	DemandWrites        int64   `json:"demand_writes"`
-	GatewayRSSPeakMB    float64 `json:"gateway_rss_peak_mb"`
-	ToHostWithout       int64   `json:"requests_to_host_without_version"`
-	SimLoads            int64   `json:"servingsim_loads"`
-	MeasuredWallSeconds float64 `json:"measured_wall_seconds"`
+	Loads              int64   `json:"loads"`
+	Evictions          int64   `json:"evictions"`
+	CopiesRemoved      int64   `json:"copies_removed"`
+	YoungEvictions     int64   `json:"evictions_younger_than_min_residency"`
+	YoungCopiesRemoved int64   `json:"copies_removed_younger_than_min_residency"`
+	LoadsPerMin        float64 `json:"loads_per_min"`
+	EvictionsPerMin    float64 `json:"evictions_per_min"`
+	BytesLoadedPerMin  float64 `json:"bytes_loaded_per_min"`
+	KVWritesPerSec     float64 `json:"kv_writes_per_s"`
+	DemandWrites       int64   `json:"demand_writes"`
+	GatewayRSSPeakMB   float64 `json:"gateway_rss_peak_mb"`
+	ToHostWithout      int64   `json:"requests_to_host_without_version"`
+	// SimNotOK counts every non-OK answer of the servingsim hosts by status;
+	// only NOT_FOUND (the version is not loaded there) is a request sent to a
+	// host without the version.
+	SimNotOK            map[string]int64 `json:"servingsim_not_ok_by_status"`
+	SimLoads            int64            `json:"servingsim_loads"`
+	MeasuredWallSeconds float64          `json:"measured_wall_seconds"`
 }
 
 func analyze(args []string) error {
@@ -206,8 +210,16 @@ func analyze(args []string) error {
 				return err
 			}
 			for _, mm := range m[":tensorflow:serving:request_count"].GetMetric() {
-				if label(mm, "status") != "OK" {
-					t.ToHostWithout += int64(mm.GetCounter().GetValue())
+				st, n := label(mm, "status"), int64(mm.GetCounter().GetValue())
+				if st == "OK" || n == 0 {
+					continue
+				}
+				if t.SimNotOK == nil {
+					t.SimNotOK = map[string]int64{}
+				}
+				t.SimNotOK[st] += n
+				if st == "NOT_FOUND" {
+					t.ToHostWithout += n
 				}
 			}
 		}
