@@ -178,6 +178,13 @@ type placer struct {
 	assigned map[placement.Key]bool
 	inflight map[placement.Key]bool
 	results  []journal.Entry
+	// Model listings (S3 LIST of a model's prefixes) run beside the loop, at most
+	// maxListings at once: one at a time in the loop held every assigned version
+	// behind the listings of those before it (about 60 ms each against a 50,000-key
+	// bucket, so a burst of 20 cold versions waited over a second for its last).
+	listing map[string]bool         // models being listed
+	listed  map[string]modelListing // finished listings, used by fetchMissing
+	listWG  sync.WaitGroup
 	// The model config the loop wants (wantCfg, signalled on wantSig) and the
 	// outcome of the last reload (reloaded): the reloader goroutine calls Set.
 	wantCfg   []reload.Model
@@ -219,7 +226,7 @@ func newPlacer(s *syncer, deps PlacementDeps, m metric.Meter) (*placer, error) {
 	return &placer{
 		s: s, cfg: s.cfg.Placement, deps: deps, rl: rl, kick: make(chan struct{}, 1), catalogKick: make(chan struct{}, 1), wantSig: make(chan struct{}, 1),
 		log:      s.log.With("pool", s.cfg.Placement.Pool, "host", s.cfg.Placement.Host),
-		inflight: map[placement.Key]bool{}, disk: map[placement.Key]int64{}, lastUsed: map[placement.Key]time.Time{},
+		inflight: map[placement.Key]bool{}, listing: map[string]bool{}, listed: map[string]modelListing{}, disk: map[placement.Key]int64{}, lastUsed: map[placement.Key]time.Time{},
 		states: map[string]map[int64]*servingpb.ModelVersionStatus{}, configured: map[placement.Key]time.Time{},
 		loadSec: map[placement.Key]float64{}, failures: map[placement.Key]placement.StatusFailure{},
 		retryAt: map[placement.Key]time.Time{}, attempts: map[placement.Key]int{}, unloadWait: map[placement.Key]time.Time{},
@@ -289,6 +296,7 @@ func (p *placer) run(ctx context.Context) {
 	wg.Add(1)
 	go func() { defer wg.Done(); p.reloader(ctx) }()
 	defer wg.Wait()
+	defer p.listWG.Wait()
 	p.log.Info("placement mode: watching the host's assignment", "key", p.deps.Store.HostPrefix(p.cfg.Pool, p.cfg.Host))
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -461,10 +469,28 @@ func dirBytes(dir string) (int64, error) {
 }
 
 // fetchMissing submits a fetch for each assigned version not on disk (through the
-// same verified pipeline as notifications), as far as free slots allow. It
-// reports whether any fetch is in flight.
+// same verified pipeline as notifications), as far as free slots allow, once its
+// model's listing (started here, run beside the loop) names its object. It
+// reports whether any fetch or listing is in flight.
 func (p *placer) fetchMissing(ctx context.Context, view *placement.HostView, now time.Time) bool {
-	listed := map[string]map[int64]candidate{}
+	p.mu.Lock()
+	listed := p.listed
+	p.listed = map[string]modelListing{}
+	p.mu.Unlock()
+	used := map[string]bool{}
+	defer func() {
+		// A listing whose versions wait for a slot stays for the next step; it is
+		// not kept past listingTTL (an object may be replaced meanwhile).
+		p.mu.Lock()
+		for m, l := range listed {
+			if !used[m] && now.Sub(l.at) < listingTTL {
+				if _, newer := p.listed[m]; !newer {
+					p.listed[m] = l
+				}
+			}
+		}
+		p.mu.Unlock()
+	}()
 	for _, e := range view.Assignment.Entries {
 		k := e.Key
 		if _, ok := p.disk[k]; ok {
@@ -479,25 +505,28 @@ func (p *placer) fetchMissing(ctx context.Context, view *placement.HostView, now
 		if len(p.s.slots) == cap(p.s.slots) {
 			return true // all slots busy: a finished job wakes the loop
 		}
-		cands, ok := listed[k.Model]
+		l, ok := listed[k.Model]
 		if !ok {
-			var err error
-			if cands, err = p.listModel(ctx, k.Model); err != nil {
-				p.log.Warn("placement: cannot list the model's objects; retrying", "model", k.Model, "err", err)
-				p.attempts[k]++
-				p.retryAt[k] = now.Add(p.s.bo(p.attempts[k]))
-				continue
-			}
-			listed[k.Model] = cands
+			p.startListing(ctx, k.Model)
+			continue
 		}
-		c, ok := cands[k.Version]
+		if l.err != nil {
+			used[k.Model] = true
+			p.log.Warn("placement: cannot list the model's objects; retrying", "model", k.Model, "err", l.err)
+			p.attempts[k]++
+			p.retryAt[k] = now.Add(p.s.bo(p.attempts[k]))
+			continue
+		}
+		c, ok := l.cands[k.Version]
 		if !ok {
+			used[k.Model] = true
 			p.attempts[k]++
 			p.retryAt[k] = now.Add(p.s.bo(p.attempts[k]))
 			p.failure(k, now, fmt.Sprintf("assigned, but no object in s3://%s/%s names this version", p.s.cfg.Bucket, p.s.layout.Prefix()))
 			continue
 		}
 		if why, bad := p.s.rejected.get(c.key, c.etag); bad {
+			used[k.Model] = true
 			p.retryAt[k] = now.Add(time.Duration(p.cfg.FailureBackoff))
 			p.failure(k, now, "archive rejected before (same ETag): "+journal.Truncate(why, 512))
 			continue
@@ -507,6 +536,7 @@ func (p *placer) fetchMissing(ctx context.Context, view *placement.HostView, now
 		default:
 			return true // all slots busy: a finished job wakes the loop
 		}
+		used[k.Model] = true
 		p.mu.Lock()
 		p.inflight[k] = true
 		p.mu.Unlock()
@@ -515,7 +545,45 @@ func (p *placer) fetchMissing(ctx context.Context, view *placement.HostView, now
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.inflight) > 0
+	return len(p.inflight) > 0 || len(p.listing) > 0
+}
+
+// modelListing is one finished listing of a model's objects.
+type modelListing struct {
+	cands map[int64]candidate
+	err   error
+	at    time.Time
+}
+
+const (
+	// maxListings bounds the model listings in flight.
+	maxListings = 8
+	// listingTTL is how long a listing may stand for the bucket while its
+	// versions wait for a fetch slot.
+	listingTTL = 10 * time.Second
+)
+
+// startListing lists model's objects in a goroutine, unless it is being listed
+// or maxListings are in flight (the loop asks again on its next step); the
+// result wakes the loop.
+func (p *placer) startListing(ctx context.Context, model string) {
+	p.mu.Lock()
+	if p.listing[model] || len(p.listing) >= maxListings {
+		p.mu.Unlock()
+		return
+	}
+	p.listing[model] = true
+	p.mu.Unlock()
+	p.listWG.Add(1)
+	go func() {
+		defer p.listWG.Done()
+		cands, err := p.listModel(ctx, model)
+		p.mu.Lock()
+		delete(p.listing, model)
+		p.listed[model] = modelListing{cands: cands, err: err, at: time.Now()}
+		p.mu.Unlock()
+		p.wake()
+	}()
 }
 
 func (p *placer) failure(k placement.Key, now time.Time, reason string) {
