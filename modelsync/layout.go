@@ -87,6 +87,23 @@ func NewLayout(prefix string, patterns []string) (*Layout, error) {
 	return l, nil
 }
 
+// Keys are the object keys the layouts give model's version (written in decimal),
+// in layout order.
+func (l *Layout) Keys(model string, version int64) []string {
+	out := make([]string, 0, len(l.patterns))
+	v := strconv.FormatInt(version, 10)
+	for _, pat := range l.patterns {
+		x := pat
+		if strings.HasPrefix(x, "{prefix}/") {
+			x = l.Prefix() + strings.TrimPrefix(x, "{prefix}/")
+		} else {
+			x = strings.ReplaceAll(x, "{prefix}", l.prefix)
+		}
+		out = append(out, strings.Replace(strings.Replace(x, "{model}", model, 1), "{version}", v, 1))
+	}
+	return out
+}
+
 // Prefix is the listing prefix for catch-up ("" or "prefix/").
 func (l *Layout) Prefix() string {
 	if l.prefix == "" {

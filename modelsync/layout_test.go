@@ -2,6 +2,7 @@ package modelsync
 
 import (
 	"errors"
+	"slices"
 	"testing"
 )
 
@@ -77,4 +78,28 @@ func FuzzLayoutParse(f *testing.F) {
 			t.Fatalf("Parse(%q) = %q, %d: unusable", key, m, v)
 		}
 	})
+}
+
+func TestLayoutKeys(t *testing.T) {
+	l, err := NewLayout("models", DefaultLayouts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := l.Keys("cust-7", 12)
+	want := []string{"models/cust-7/12.tar.gz", "models/cust-7/12/model.tar.gz"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Keys = %q, want %q", got, want)
+	}
+	for _, k := range got {
+		if m, v, err := l.Parse(k); err != nil || m != "cust-7" || v != 12 {
+			t.Errorf("Parse(%q) = %q, %d, %v: a key from Keys must parse back", k, m, v, err)
+		}
+	}
+	bare, err := NewLayout("", []string{"{prefix}/{model}/v{version}.tgz"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := bare.Keys("m", 3); !slices.Equal(got, []string{"m/v3.tgz"}) {
+		t.Fatalf("Keys without prefix = %q", got)
+	}
 }

@@ -178,13 +178,14 @@ type placer struct {
 	assigned map[placement.Key]bool
 	inflight map[placement.Key]bool
 	results  []journal.Entry
-	// Model listings (S3 LIST of a model's prefixes) run beside the loop, at most
-	// maxListings at once: one at a time in the loop held every assigned version
-	// behind the listings of those before it (about 60 ms each against a 50,000-key
+	// Finding an assigned version's object (HEAD of the layouts' keys, a LIST of
+	// the model's prefixes if none is there) runs beside the loop, at most
+	// maxLookups at once: a LIST per version in the loop held every assigned
+	// version behind those before it (about 60 ms each against a 50,000-key
 	// bucket, so a burst of 20 cold versions waited over a second for its last).
-	listing map[string]bool         // models being listed
-	listed  map[string]modelListing // finished listings, used by fetchMissing
-	listWG  sync.WaitGroup
+	looking map[placement.Key]bool   // lookups in flight
+	found   map[placement.Key]lookup // finished lookups, used by fetchMissing
+	lookWG  sync.WaitGroup
 	// The model config the loop wants (wantCfg, signalled on wantSig) and the
 	// outcome of the last reload (reloaded): the reloader goroutine calls Set.
 	wantCfg   []reload.Model
@@ -226,7 +227,7 @@ func newPlacer(s *syncer, deps PlacementDeps, m metric.Meter) (*placer, error) {
 	return &placer{
 		s: s, cfg: s.cfg.Placement, deps: deps, rl: rl, kick: make(chan struct{}, 1), catalogKick: make(chan struct{}, 1), wantSig: make(chan struct{}, 1),
 		log:      s.log.With("pool", s.cfg.Placement.Pool, "host", s.cfg.Placement.Host),
-		inflight: map[placement.Key]bool{}, listing: map[string]bool{}, listed: map[string]modelListing{}, disk: map[placement.Key]int64{}, lastUsed: map[placement.Key]time.Time{},
+		inflight: map[placement.Key]bool{}, looking: map[placement.Key]bool{}, found: map[placement.Key]lookup{}, disk: map[placement.Key]int64{}, lastUsed: map[placement.Key]time.Time{},
 		states: map[string]map[int64]*servingpb.ModelVersionStatus{}, configured: map[placement.Key]time.Time{},
 		loadSec: map[placement.Key]float64{}, failures: map[placement.Key]placement.StatusFailure{},
 		retryAt: map[placement.Key]time.Time{}, attempts: map[placement.Key]int{}, unloadWait: map[placement.Key]time.Time{},
@@ -296,7 +297,7 @@ func (p *placer) run(ctx context.Context) {
 	wg.Add(1)
 	go func() { defer wg.Done(); p.reloader(ctx) }()
 	defer wg.Wait()
-	defer p.listWG.Wait()
+	defer p.lookWG.Wait()
 	p.log.Info("placement mode: watching the host's assignment", "key", p.deps.Store.HostPrefix(p.cfg.Pool, p.cfg.Host))
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -469,24 +470,21 @@ func dirBytes(dir string) (int64, error) {
 }
 
 // fetchMissing submits a fetch for each assigned version not on disk (through the
-// same verified pipeline as notifications), as far as free slots allow, once its
-// model's listing (started here, run beside the loop) names its object. It
-// reports whether any fetch or listing is in flight.
+// same verified pipeline as notifications), as far as free slots allow, once a
+// lookup (started here, run beside the loop) has found its object. It reports
+// whether any fetch or lookup is in flight.
 func (p *placer) fetchMissing(ctx context.Context, view *placement.HostView, now time.Time) bool {
 	p.mu.Lock()
-	listed := p.listed
-	p.listed = map[string]modelListing{}
+	found := p.found
+	p.found = map[placement.Key]lookup{}
 	p.mu.Unlock()
-	used := map[string]bool{}
 	defer func() {
-		// A listing whose versions wait for a slot stays for the next step; it is
-		// not kept past listingTTL (an object may be replaced meanwhile).
+		// A lookup whose version waits for a slot stays for the next step, up to
+		// lookupTTL (the object may be replaced meanwhile).
 		p.mu.Lock()
-		for m, l := range listed {
-			if !used[m] && now.Sub(l.at) < listingTTL {
-				if _, newer := p.listed[m]; !newer {
-					p.listed[m] = l
-				}
+		for k, l := range found {
+			if _, newer := p.found[k]; !newer && now.Sub(l.at) < lookupTTL {
+				p.found[k] = l
 			}
 		}
 		p.mu.Unlock()
@@ -505,28 +503,28 @@ func (p *placer) fetchMissing(ctx context.Context, view *placement.HostView, now
 		if len(p.s.slots) == cap(p.s.slots) {
 			return true // all slots busy: a finished job wakes the loop
 		}
-		l, ok := listed[k.Model]
+		l, ok := found[k]
 		if !ok {
-			p.startListing(ctx, k.Model)
+			p.startLookup(ctx, k)
 			continue
 		}
-		if l.err != nil {
-			used[k.Model] = true
-			p.log.Warn("placement: cannot list the model's objects; retrying", "model", k.Model, "err", l.err)
+		switch {
+		case l.err != nil:
+			delete(found, k)
+			p.log.Warn("placement: cannot find the version's object; retrying", "model", k.Model, "version", k.Version, "err", l.err)
 			p.attempts[k]++
 			p.retryAt[k] = now.Add(p.s.bo(p.attempts[k]))
 			continue
-		}
-		c, ok := l.cands[k.Version]
-		if !ok {
-			used[k.Model] = true
+		case l.cand == nil:
+			delete(found, k)
 			p.attempts[k]++
 			p.retryAt[k] = now.Add(p.s.bo(p.attempts[k]))
 			p.failure(k, now, fmt.Sprintf("assigned, but no object in s3://%s/%s names this version", p.s.cfg.Bucket, p.s.layout.Prefix()))
 			continue
 		}
+		c := *l.cand
 		if why, bad := p.s.rejected.get(c.key, c.etag); bad {
-			used[k.Model] = true
+			delete(found, k)
 			p.retryAt[k] = now.Add(time.Duration(p.cfg.FailureBackoff))
 			p.failure(k, now, "archive rejected before (same ETag): "+journal.Truncate(why, 512))
 			continue
@@ -536,7 +534,7 @@ func (p *placer) fetchMissing(ctx context.Context, view *placement.HostView, now
 		default:
 			return true // all slots busy: a finished job wakes the loop
 		}
-		used[k.Model] = true
+		delete(found, k)
 		p.mu.Lock()
 		p.inflight[k] = true
 		p.mu.Unlock()
@@ -545,45 +543,70 @@ func (p *placer) fetchMissing(ctx context.Context, view *placement.HostView, now
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.inflight) > 0 || len(p.listing) > 0
+	return len(p.inflight) > 0 || len(p.looking) > 0
 }
 
-// modelListing is one finished listing of a model's objects.
-type modelListing struct {
-	cands map[int64]candidate
-	err   error
-	at    time.Time
+// lookup is where an assigned version's object was found: cand nil if nowhere.
+type lookup struct {
+	cand *candidate
+	err  error
+	at   time.Time
 }
 
 const (
-	// maxListings bounds the model listings in flight.
-	maxListings = 8
-	// listingTTL is how long a listing may stand for the bucket while its
-	// versions wait for a fetch slot.
-	listingTTL = 10 * time.Second
+	// maxLookups bounds the object lookups in flight.
+	maxLookups = 8
+	// lookupTTL is how long a lookup stands for the bucket while its version
+	// waits for a fetch slot.
+	lookupTTL = 10 * time.Second
 )
 
-// startListing lists model's objects in a goroutine, unless it is being listed
-// or maxListings are in flight (the loop asks again on its next step); the
-// result wakes the loop.
-func (p *placer) startListing(ctx context.Context, model string) {
+// startLookup finds k's object in a goroutine, unless it is being looked up or
+// maxLookups are in flight (the loop asks again on its next step); the result
+// wakes the loop.
+func (p *placer) startLookup(ctx context.Context, k placement.Key) {
 	p.mu.Lock()
-	if p.listing[model] || len(p.listing) >= maxListings {
+	if p.looking[k] || len(p.looking) >= maxLookups {
 		p.mu.Unlock()
 		return
 	}
-	p.listing[model] = true
+	p.looking[k] = true
 	p.mu.Unlock()
-	p.listWG.Add(1)
+	p.lookWG.Add(1)
 	go func() {
-		defer p.listWG.Done()
-		cands, err := p.listModel(ctx, model)
+		defer p.lookWG.Done()
+		c, err := p.findObject(ctx, k)
 		p.mu.Lock()
-		delete(p.listing, model)
-		p.listed[model] = modelListing{cands: cands, err: err, at: time.Now()}
+		delete(p.looking, k)
+		p.found[k] = lookup{cand: c, err: err, at: time.Now()}
 		p.mu.Unlock()
 		p.wake()
 	}()
+}
+
+// findObject finds k's object: a HEAD of each layout's key for it, in layout
+// order (one request however large the bucket), else, for a key written
+// differently (a zero-padded version, say), a listing of the model's prefixes.
+// nil, nil: no object names the version.
+func (p *placer) findObject(ctx context.Context, k placement.Key) (*candidate, error) {
+	for _, key := range p.s.layout.Keys(k.Model, k.Version) {
+		info, err := head(ctx, p.s.deps.S3, p.s.cfg.Bucket, key)
+		if errors.Is(err, ErrObjectGone) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &candidate{version: k.Version, key: key, etag: info.ETag}, nil
+	}
+	cands, err := p.listModel(ctx, k.Model)
+	if err != nil {
+		return nil, err
+	}
+	if c, ok := cands[k.Version]; ok {
+		return &c, nil
+	}
+	return nil, nil
 }
 
 func (p *placer) failure(k placement.Key, now time.Time, reason string) {
