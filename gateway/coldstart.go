@@ -232,7 +232,10 @@ func (c *coldStart) lost(ctx context.Context, err error) (host string, ok bool) 
 }
 
 // rewait holds a request whose backend call failed with [coldStart.lost] until
-// a host other than failed has the version again (or fails it as wait does).
+// a host other than failed has the version again, or failed itself does once
+// readiness has stopped listing it there and a later poll lists it again (the
+// host reloaded the version it had unloaded: often the only host placed), or
+// fails it as wait does.
 func (c *coldStart) rewait(ctx context.Context, m *route.ModelRoutes, v int64, typed bool, failed string) error {
 	c.lostHost.Add(1)
 	return c.wait(ctx, m, v, typed, failed)
@@ -288,6 +291,11 @@ func (c *coldStart) wait(ctx context.Context, m *route.ModelRoutes, v int64, typ
 		var viewCh <-chan struct{}
 		if c.viewCh != nil {
 			viewCh = c.viewCh()
+		}
+		if except != "" && !slices.Contains(c.s.opts.Backends.AvailableHosts(m.Name, v, m.Pools), except) {
+			// Readiness has caught up with the host that failed the call: if it
+			// lists the version again later, a poll found it there (reloaded).
+			except = ""
 		}
 		if c.readyExcept(c.s.builder.current(), m, v, typed, except) {
 			c.metrics.done(ctx, coldServed, c.now().Sub(start).Seconds())

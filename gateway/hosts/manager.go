@@ -282,9 +282,51 @@ func (m *Manager) SetPlacement(assigned map[string]map[string][]int64) {
 		}
 	}
 	m.mu.Lock()
+	forgot := m.placed != nil && placed != nil && m.forgetReassigned(m.placed, placed)
 	m.placed = placed
 	m.mu.Unlock()
 	m.rebuild()
+	if forgot {
+		m.kickPoll()
+	}
+}
+
+// forgetReassigned drops from readiness every version that the new assignment
+// gives a host that the old one did not, and re-polls its model there. What a
+// host reported AVAILABLE before the version was taken off it says nothing now:
+// its sidecar may have unloaded it since, so the last poll is stale, and routing
+// on it would send the version's first requests to a host without it (NOT_FOUND)
+// while the host loads it again. A copy that is still loaded (re-assigned during
+// its drain) is routable again after the next poll round. Called with m.mu held.
+func (m *Manager) forgetReassigned(old, placed map[string]map[versionKey]bool) bool {
+	forgot := false
+	for addr, id := range m.serviceIDs {
+		h := m.hosts[addr]
+		if h == nil {
+			continue
+		}
+		was := old[id]
+		for k := range placed[id] {
+			if was[k] {
+				continue
+			}
+			vs := h.avail[k.model]
+			i := slices.Index(vs, k.version)
+			if i < 0 {
+				continue
+			}
+			if len(vs) == 1 {
+				delete(h.avail, k.model)
+			} else {
+				h.avail[k.model] = slices.Delete(slices.Clone(vs), i, i+1)
+			}
+			if served(m.models, k.model) {
+				h.pending[k.model] = struct{}{}
+			}
+			forgot = true
+		}
+	}
+	return forgot
 }
 
 // Snapshot returns the current readiness view (immutable).

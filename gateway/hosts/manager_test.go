@@ -353,3 +353,53 @@ func TestClosedAfterRun(t *testing.T) {
 		t.Error("second Run succeeded, want an error")
 	}
 }
+
+// idDiscoverer reports fixed endpoints with Consul service IDs (placement's host IDs).
+type idDiscoverer struct{ eps []discovery.Endpoint }
+
+func (d idDiscoverer) Run(ctx context.Context, updates chan<- []discovery.Endpoint) error {
+	select {
+	case updates <- d.eps:
+	case <-ctx.Done():
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// A version taken off a host, unloaded there and then assigned to it again is not
+// routed on the AVAILABLE it reported before: the host would answer NOT_FOUND
+// until its reload finishes. It is routable again once a poll finds it loaded.
+func TestReassignedVersionWaitsForAPoll(t *testing.T) {
+	a := startFake(t, map[string][]int64{"m": {1}})
+	cfg := testConfig(map[string][]string{"p": {a.addr}})
+	cfg.Readiness.Interval = time.Hour // polls only when kicked: the test controls staleness
+	d := idDiscoverer{eps: []discovery.Endpoint{{Addr: a.addr, ID: "h1", ServiceID: "h1"}}}
+	m := startManager(t, cfg, Options{NewDiscoverer: func(string, PoolConfig) (discovery.Discoverer, error) { return d, nil }}, "m")
+	pools := []string{"p"}
+	assign := func(vs ...int64) { m.SetPlacement(map[string]map[string][]int64{"h1": {"m": vs}}) }
+
+	assign(1)
+	if !m.Snapshot().Available("m", 1, pools) {
+		t.Fatal("m v1 assigned and AVAILABLE: not routable")
+	}
+	assign() // taken off h1: not routed while it drains
+	if m.Snapshot().Available("m", 1, pools) {
+		t.Fatal("m v1 routable after placement took it off its only host")
+	}
+	a.setVersions("m") // the sidecar unloads it; no poll has seen that yet
+	before := a.pollCounts()["m"]
+	assign(1) // placed there again: the last poll (AVAILABLE) is stale
+	if m.Snapshot().Available("m", 1, pools) {
+		t.Fatal("m v1 routable on the AVAILABLE polled before it was unloaded")
+	}
+	if _, _, err := m.Predict(context.Background(), pools, predictReq("m", 1)); !errors.Is(err, ErrVersionUnavailable) {
+		t.Fatalf("Predict while h1 reloads = %v, want ErrVersionUnavailable (never the host's NOT_FOUND)", err)
+	}
+	testwait.Until(t, "h1 re-polled for m", func() bool { return a.pollCounts()["m"] > before })
+	a.setVersions("m", 1) // reloaded
+	m.Want("m", 1)
+	testwait.Until(t, "m v1 routable after its reload", func() bool { return m.Snapshot().Available("m", 1, pools) })
+	if _, h, err := m.Predict(context.Background(), pools, predictReq("m", 1)); err != nil || h != a.addr {
+		t.Fatalf("Predict after the reload: host %s err %v", h, err)
+	}
+}
