@@ -182,6 +182,11 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	return nil
 }
 
+// syncBuckets (seconds) span one sync and its phases, from a small version's
+// commit (milliseconds) to a 1.2 GB archive's download and extraction (minutes);
+// OpenTelemetry's default boundaries are for milliseconds.
+var syncBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+
 func newSyncer(cfg Config, deps Deps) (*syncer, error) {
 	cfg = cfg.withDerived()
 	if err := cfg.Validate(); err != nil {
@@ -236,10 +241,12 @@ func newSyncer(cfg Config, deps Deps) (*syncer, error) {
 		workCtx:  context.Background(),
 	}
 	s.outcomes, _ = m.Int64Counter("modelsync.sync.outcomes", metric.WithDescription("Sync attempts by outcome."))
-	s.duration, _ = m.Float64Histogram("modelsync.sync.duration", metric.WithUnit("s"), metric.WithDescription("Time from dequeue to outcome."))
+	s.duration, _ = m.Float64Histogram("modelsync.sync.duration", metric.WithUnit("s"), metric.WithDescription("Time from dequeue to outcome."),
+		metric.WithExplicitBucketBoundaries(syncBuckets...))
 	s.bytes, _ = m.Int64Counter("modelsync.fetch.bytes", metric.WithUnit("By"), metric.WithDescription("Archive bytes downloaded."))
 	s.phases, _ = m.Float64Histogram("modelsync.sync.phase.duration", metric.WithUnit("s"),
-		metric.WithDescription("Time spent in each sync phase (queued, fetch_extract, commit, retention, reload, total) by outcome."))
+		metric.WithDescription("Time spent in each sync phase (queued, fetch_extract, commit, retention, reload, total) by outcome."),
+		metric.WithExplicitBucketBoundaries(syncBuckets...))
 	s.freshness, _ = m.Float64Histogram("modelsync.freshness", metric.WithUnit("s"),
 		metric.WithDescription("Seconds from the S3 event time to the version being published (SQS-triggered syncs)."),
 		metric.WithExplicitBucketBoundaries(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600))

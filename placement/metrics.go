@@ -49,7 +49,8 @@ func newControllerMetrics(mp metric.MeterProvider, c *Controller) (*controllerMe
 		return nil, err
 	}
 	if cm.duration, err = m.Float64Histogram("tfgate.placement.decision.duration", metric.WithUnit("s"),
-		metric.WithDescription("Time to read the inputs, decide and write one placement decision.")); err != nil {
+		metric.WithDescription("Time to read the inputs, decide and write one placement decision."),
+		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2.5, 5, 10)); err != nil {
 		return nil, err
 	}
 	leader, err := m.Int64ObservableGauge("tfgate.placement.leader",

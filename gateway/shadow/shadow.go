@@ -163,7 +163,8 @@ func NewTracker(mp metric.MeterProvider) (*Tracker, error) {
 	t := &Tracker{entries: map[Key]*entry{}}
 	m := mp.Meter("github.com/tfgate/tfgate/gateway/shadow")
 	var err error
-	if t.dur, err = m.Float64Histogram("tfgate.shadow.duration", metric.WithUnit("s"), metric.WithDescription("Shadow calls' duration (preprocessing, backend call, decoding), by model, primary and shadow version.")); err != nil {
+	if t.dur, err = m.Float64Histogram("tfgate.shadow.duration", metric.WithUnit("s"), metric.WithDescription("Shadow calls' duration (preprocessing, backend call, decoding), by model, primary and shadow version."),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)); err != nil {
 		return nil, err
 	}
 	if t.reg, err = t.register(m); err != nil {
