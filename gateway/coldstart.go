@@ -106,8 +106,13 @@ type coldStart struct {
 	s      *Server
 	view   placementView
 	viewCh func() <-chan struct{} // closed when the view changes (nil: never)
-	demand *demand
-	now    func() time.Time
+	// readyCh is closed when the backends' routing view changes (nil: the
+	// Backends cannot say; the published snapshot still wakes waiters). Raw
+	// requests need nothing else: waiting for the next snapshot too added its
+	// throttled rebuild (hundreds of ms at 50,000 models) to every cold start.
+	readyCh func() <-chan struct{}
+	demand  *demand
+	now     func() time.Time
 
 	mu      sync.Mutex
 	waiting map[string]int     // model -> requests waiting
@@ -129,8 +134,12 @@ type coldStart struct {
 }
 
 func newColdStart(s *Server, view placementView, viewCh func() <-chan struct{}, d *demand) *coldStart {
-	return &coldStart{s: s, view: view, viewCh: viewCh, demand: d, now: time.Now, stopping: make(chan struct{}),
+	c := &coldStart{s: s, view: view, viewCh: viewCh, demand: d, now: time.Now, stopping: make(chan struct{}),
 		waiting: map[string]int{}, waitKey: map[vkey]int{}, first: map[vkey]time.Time{}}
+	if u, ok := s.opts.Backends.(interface{ Updated() <-chan struct{} }); ok {
+		c.readyCh = u.Updated
+	}
+	return c
 }
 
 // admit is the request path's hook after route resolution: it records the
@@ -288,9 +297,12 @@ func (c *coldStart) wait(ctx context.Context, m *route.ModelRoutes, v int64, typ
 	defer timer.Stop()
 	for {
 		published := c.s.builder.pub.wait() // before the check: no wake is missed
-		var viewCh <-chan struct{}
+		var viewCh, readyCh <-chan struct{}
 		if c.viewCh != nil {
 			viewCh = c.viewCh()
+		}
+		if c.readyCh != nil {
+			readyCh = c.readyCh()
 		}
 		if except != "" && !slices.Contains(c.s.opts.Backends.AvailableHosts(m.Name, v, m.Pools), except) {
 			// Readiness has caught up with the host that failed the call: if it
@@ -312,6 +324,7 @@ func (c *coldStart) wait(ctx context.Context, m *route.ModelRoutes, v int64, typ
 		select {
 		case <-published:
 		case <-viewCh:
+		case <-readyCh:
 		case <-timer.C:
 			return c.timeout(ctx, m.Name, v, pk, first, start, cs.Pushback)
 		case <-ctx.Done():

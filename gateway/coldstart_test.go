@@ -475,6 +475,12 @@ type guardCall struct {
 	version int64
 }
 
+// Updated forwards the readiness broadcast, so held requests wake on it as
+// they do behind the real HostBackends.
+func (g *availableGuard) Updated() <-chan struct{} {
+	return g.Backends.(interface{ Updated() <-chan struct{} }).Updated()
+}
+
 func (g *availableGuard) Predict(ctx context.Context, pools []string, req *servingpb.PredictRequest) (*servingpb.PredictResponse, string, error) {
 	g.calls.Add(1)
 	name, v := req.GetModelSpec().GetName(), req.GetModelSpec().GetVersion().GetValue()

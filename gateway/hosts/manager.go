@@ -55,6 +55,9 @@ type Manager struct {
 	snap    readinessPtr
 	closed  atomic.Bool // Run has ended
 	changes chan struct{}
+	// updated is closed (and replaced) when the routing view changes: the
+	// broadcast form of changes, for any number of waiters (Updated).
+	updated atomic.Pointer[chan struct{}]
 	pollNow chan struct{}
 	ready   chan struct{}
 	hedge   *budget
@@ -435,6 +438,25 @@ func (m *Manager) rebuild() {
 		select {
 		case m.changes <- struct{}{}:
 		default:
+		}
+		if p := m.updated.Swap(nil); p != nil {
+			close(*p)
+		}
+	}
+}
+
+// Updated returns a channel closed the next time the routing view changes (a
+// version becomes AVAILABLE on a host, or stops being routable there). Unlike
+// Changes, any number of goroutines may wait on it: read Snapshot, then wait,
+// taking the channel before reading Snapshot so that no change is missed.
+func (m *Manager) Updated() <-chan struct{} {
+	for {
+		if p := m.updated.Load(); p != nil {
+			return *p
+		}
+		ch := make(chan struct{})
+		if m.updated.CompareAndSwap(nil, &ch) {
+			return ch
 		}
 	}
 }

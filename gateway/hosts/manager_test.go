@@ -396,9 +396,22 @@ func TestReassignedVersionWaitsForAPoll(t *testing.T) {
 		t.Fatalf("Predict while h1 reloads = %v, want ErrVersionUnavailable (never the host's NOT_FOUND)", err)
 	}
 	testwait.Until(t, "h1 re-polled for m", func() bool { return a.pollCounts()["m"] > before })
+	updated := m.Updated()
+	select {
+	case <-updated:
+		t.Fatal("Updated closed before the routing view changed")
+	default:
+	}
 	a.setVersions("m", 1) // reloaded
 	m.Want("m", 1)
-	testwait.Until(t, "m v1 routable after its reload", func() bool { return m.Snapshot().Available("m", 1, pools) })
+	select {
+	case <-updated: // the broadcast held requests wait on
+	case <-time.After(10 * time.Second):
+		t.Fatal("Updated not closed after m v1 became AVAILABLE")
+	}
+	if !m.Snapshot().Available("m", 1, pools) {
+		t.Fatal("Updated closed but m v1 is not routable")
+	}
 	if _, h, err := m.Predict(context.Background(), pools, predictReq("m", 1)); err != nil || h != a.addr {
 		t.Fatalf("Predict after the reload: host %s err %v", h, err)
 	}
