@@ -84,6 +84,23 @@ func (d *demand) kick() {
 	}
 }
 
+// unreported returns the versions requested since the last report, as the
+// leader's decision should see them now (placement.ControllerConfig.LocalDemand):
+// last use as recorded, and as rate the lower bound the requests alone give
+// (each adds about 1/demandTau). It resets nothing; the next report counts them.
+func (d *demand) unreported() map[placement.Key]placement.Demand {
+	out := map[placement.Key]placement.Demand{}
+	d.m.Range(func(key, val any) bool {
+		k, e := key.(vkey), val.(*demandEntry)
+		if n := e.count.Load(); n > 0 {
+			out[placement.Key{Model: k.model, Version: k.version}] = placement.Demand{
+				Rate: float64(n) / demandTau.Seconds(), LastUsed: time.Unix(0, e.last.Load())}
+		}
+		return true
+	})
+	return out
+}
+
 // report builds the report from the counts since the last one (elapsed ago).
 func (d *demand) report(gateway string, elapsed time.Duration) placement.DemandReport {
 	now := d.now()

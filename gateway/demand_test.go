@@ -48,6 +48,29 @@ func TestDemandReport(t *testing.T) {
 	}
 }
 
+// TestDemandUnreported: what the leader merges into its decisions is exactly
+// what was requested since the last report, and reading it changes nothing.
+func TestDemandUnreported(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	d := newDemand(func() time.Time { return now })
+	d.record("a", 1)
+	d.report("gw", time.Second)
+	if u := d.unreported(); len(u) != 0 {
+		t.Fatalf("unreported right after a report: %v, want none", u)
+	}
+	now = now.Add(time.Second)
+	d.record("b", 2)
+	d.record("b", 2)
+	u := d.unreported()
+	want := placement.Demand{Rate: 2 / demandTau.Seconds(), LastUsed: now}
+	if got := u[placement.Key{Model: "b", Version: 2}]; len(u) != 1 || got.Rate != want.Rate || !got.LastUsed.Equal(want.LastUsed) {
+		t.Fatalf("unreported = %v, want only b@2 %+v", u, want)
+	}
+	if r := d.report("gw", time.Second); len(r.Versions) != 2 || r.Versions[0].Model != "b" {
+		t.Fatalf("report after unreported: %+v, want b@2 then a@1 (nothing consumed)", r.Versions)
+	}
+}
+
 // TestDemandRateSteady: a steady request rate reads as itself whatever the
 // report interval (1 s, the 5 s default, urgent 250 ms writes mixed in), and one
 // request reads as about 1/demandTau: the policy can tell a model asked for

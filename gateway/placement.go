@@ -117,6 +117,7 @@ func newPlacer(pc PlacementConfig, first *route.Config, cfg func() *route.Config
 			pl.warnPolicyChange(c, policy)
 			return c.Requirements()
 		},
+		LocalDemand:   pl.demand.unreported,
 		Interval:      pc.Interval,
 		SessionTTL:    pc.SessionTTL,
 		RequireStatus: pc.RequireStatus,

@@ -34,6 +34,14 @@ type ControllerConfig struct {
 	// Routing returns the versions the routing config needs (and pins) and each
 	// model's pool. Default: none, every model in Policy.DefaultPool.
 	Routing func() ([]Requirement, map[string]string)
+	// LocalDemand, when set, returns demand this process has seen that its last
+	// demand report in KV may not carry yet (requests since it was written, such
+	// as a moment-old request for a version no host has). The leader merges it
+	// into every decision, so that a cold request on the leading gateway is
+	// placed by the decision it triggers, not by the next one, which the write of
+	// its demand report triggers at least the report's minimum gap later. Each
+	// version's rate is the larger of the two, its last use the later. nil: KV only.
+	LocalDemand func() map[Key]Demand
 	// Interval is the longest time between decisions while leading; a demand
 	// report or Trigger decides sooner. Default 10s.
 	Interval time.Duration
@@ -414,6 +422,16 @@ func (c *Controller) decideOnce(ctx context.Context, session string, st *Stored)
 	prev := st.Assignment
 	in := Input{Now: now, Config: c.cfg.Policy, Hosts: hosts, Catalog: catalog, Resident: resident,
 		Failures: failures, Demand: MergeDemand(reports.Demand, now.Add(-c.cfg.ReportTTL)), Previous: &prev}
+	if c.cfg.LocalDemand != nil {
+		for k, l := range c.cfg.LocalDemand() {
+			d := in.Demand[k]
+			d.Rate = max(d.Rate, l.Rate)
+			if l.LastUsed.After(d.LastUsed) {
+				d.LastUsed = l.LastUsed
+			}
+			in.Demand[k] = d
+		}
+	}
 	if c.cfg.Routing != nil {
 		in.Required, in.ModelPools = c.cfg.Routing()
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
@@ -756,5 +757,66 @@ func TestControllerReportsBadCatalog(t *testing.T) {
 	}
 	if rep.Stats.Placed != 1 || rep.Stats.Pending != 3 {
 		t.Errorf("report stats %+v, want the good version placed, 3 pending", rep.Stats)
+	}
+}
+
+// TestControllerLocalDemand: the leader's own process's demand, not yet in any
+// demand report, is placed by the decision a Trigger runs (the leading
+// gateway's cold request does not wait for its report's write).
+func TestControllerLocalDemand(t *testing.T) {
+	consul := testenv.StartConsul(t)
+	cl := consul.Client(t)
+	ctx := t.Context()
+	catalog := mkCatalog(10, 10*mb)
+	var mu sync.Mutex
+	local := map[Key]Demand{}
+	c, err := NewController(cl, ControllerConfig{
+		ID: "a", Policy: Config{Default: PoolConfig{MemoryMultiplier: 1}},
+		Store:    StoreConfig{Prefix: "t", WaitTime: time.Second},
+		Hosts:    func(context.Context) ([]Host, error) { return mkHosts(2, 100*mb), nil },
+		Catalog:  func(context.Context) ([]Version, error) { return catalog, nil },
+		Interval: time.Hour, LockDelay: 10 * time.Millisecond, LockWait: 300 * time.Millisecond,
+		LocalDemand: func() map[Key]Demand {
+			mu.Lock()
+			defer mu.Unlock()
+			return maps.Clone(local)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "first decision", func() bool { return c.writes() > 0 })
+	placed := func() bool {
+		st, err := c.Store().ReadState(ctx)
+		if err != nil {
+			return false
+		}
+		for _, ha := range st.Assignment.Hosts {
+			for _, e := range ha.Entries {
+				if e.Key == catalog[5].Key {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	if placed() {
+		t.Fatalf("%s placed with no demand at all", catalog[5].Key)
+	}
+	mu.Lock()
+	local[catalog[5].Key] = Demand{Rate: 1.0 / 60, LastUsed: time.Now()}
+	mu.Unlock()
+	c.Trigger()
+	waitFor(t, fmt.Sprintf("%s placed on local demand alone (no report in KV)", catalog[5].Key), placed)
+	r, err := c.Store().ReadReports(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Demand) != 0 {
+		t.Fatalf("demand reports in KV: %v; the test wrote none", r.Demand)
 	}
 }
