@@ -223,7 +223,7 @@ Y
     -min-residency "$MIN_RES" -load-bps "$LOAD_BPS" -measure-start-ms "$m0" -measure-end-ms "$m1" \
     -gw-start "$F/gw-start.metrics" -gw-end "$F/gw-end.metrics" \
     -consul-start "$F/consul-start.metrics" -consul-end "$F/consul-end.metrics" \
-    -sims "$sims" -sim-logs "$simlogs" -gw-rss-peak-kb "$rss_peak" -seed "$SEED" >"$RES/fleet.json"
+    -sims "$sims" -sim-logs "$simlogs" -trace-start-ms "$lt_start" -gw-rss-peak-kb "$rss_peak" -seed "$SEED" >"$RES/fleet.json"
   local J="$RES/fleet.json" L="$RES/fleet-loadtest.json"
   j() { jq -r "$1" "$J"; }
   f3() { awk -v v="$1" 'BEGIN { printf "%.3f", v }'; }
@@ -254,6 +254,17 @@ Y
   p99=$(j .tfgate.cold_wait_p99_s)
   bound=$(awk -v b="$LOAD_BPS" 'BEGIN { printf "%.3f", 1.2e9 / b + 1 }')
   row targets "fleet cold-start wait p99" "$load" - - - - - - "$(f3 "$p99") s (target <= longest load $(awk -v b="$LOAD_BPS" 'BEGIN { printf "%.1f", 1.2e9 / b }') s + 1 s: $(awk -v v="$p99" -v l="$bound" 'BEGIN { print (v <= l) ? "met" : "MISSED" }'); the run does not separate waits behind a full load queue)"
+  # The issue's own form of the target: each held request against its own
+  # version's simulated load time + 1 s, for the loads approved while the host
+  # had a free load thread (its load queue not full); matched to the load from
+  # the servingsim logs, with the steps of those cold starts.
+  local xf
+  xf=$(j '.tfgate.cold_loads.excess_thread_free_p99_s // empty')
+  if [ -n "$xf" ]; then
+    row fleet "tfgate cold-start steps" "$load" - - - - - - \
+      "$(j .tfgate.cold_loads.matched) held requests matched to their load, $(j .tfgate.cold_loads.load_thread_free) with a load thread free; of those p50/p99: request -> load approved $(f3 "$(j .tfgate.cold_loads.request_to_approved_p50_s)")/$(f3 "$(j .tfgate.cold_loads.request_to_approved_p99_s)") s, load $(f3 "$(j .tfgate.cold_loads.load_p50_s)")/$(f3 "$(j .tfgate.cold_loads.load_p99_s)") s, loaded -> answered $(f3 "$(j .tfgate.cold_loads.loaded_to_served_p50_s)")/$(f3 "$(j .tfgate.cold_loads.loaded_to_served_p99_s)") s; queued behind the load threads: latency minus load p50 $(f3 "$(j .tfgate.cold_loads.excess_queued_p50_s)") s, p99 $(f3 "$(j .tfgate.cold_loads.excess_queued_p99_s)") s"
+    row targets "fleet cold-start latency - own load, load thread free" "$load" - - - - - - "p99 $(f3 "$xf") s, p50 $(f3 "$(j .tfgate.cold_loads.excess_thread_free_p50_s)") s (target p99 <= 1 s: $(awk -v v="$xf" 'BEGIN { print (v <= 1) ? "met" : "MISSED" }'))"
+  fi
   local bad
   bad=$(j .tfgate.requests_to_host_without_version)
   row targets "fleet requests to a host without the version" "$load" - - - - - - "$bad (target 0: $([ "$bad" = 0 ] && echo met || echo MISSED))"

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -60,6 +61,9 @@ type tfgateResult struct {
 	ClientExcessP50 float64          `json:"client_wait_minus_load_p50_s"`
 	ClientExcessP99 float64          `json:"client_wait_minus_load_p99_s"`
 	ClientWaitP99   float64          `json:"client_held_latency_p99_s"`
+	// ColdLoads matches held requests to the servingsim loads that served them
+	// (needs -sim-logs and -trace-start-ms).
+	ColdLoads *coldLoads `json:"cold_loads,omitempty"`
 	// Placement, from the watch events in the measured window.
 	Loads              int64   `json:"loads"`
 	Evictions          int64   `json:"evictions"`
@@ -97,6 +101,7 @@ func analyze(args []string) error {
 	consulEnd := fs.String("consul-end", "", "Consul prometheus metrics at the end")
 	sims := fs.String("sims", "", "comma-separated servingsim metrics files at the end")
 	simLogs := fs.String("sim-logs", "", "comma-separated servingsim log files")
+	traceStartMs := fs.Float64("trace-start-ms", 0, "unix ms the trace's at_ms counts from (the loadtest's start)")
 	rssKB := fs.Int64("gw-rss-peak-kb", 0, "gateway VmHWM in kB")
 	seed := fs.Uint64("seed", 1, "random placement seed")
 	if err := fs.Parse(args); err != nil {
@@ -224,6 +229,7 @@ func analyze(args []string) error {
 			}
 		}
 	}
+	loads := map[string][]simLoad{}
 	if *simLogs != "" {
 		for _, p := range strings.Split(*simLogs, ",") {
 			b, err := os.ReadFile(p)
@@ -231,6 +237,9 @@ func analyze(args []string) error {
 				return err
 			}
 			t.SimLoads += int64(strings.Count(string(b), "successfully loaded servable version"))
+			if err := parseSimLoads(bytes.NewReader(b), loads); err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
 		}
 	}
 	if *events != "" {
@@ -252,6 +261,10 @@ func analyze(args []string) error {
 		t.ClientHeld = int64(len(held))
 		t.ClientExcessP50, t.ClientExcessP99 = quantile(excess, 0.5), quantile(excess, 0.99)
 		t.ClientWaitP99 = quantile(held, 0.99)
+		if *traceStartMs > 0 && len(loads) > 0 {
+			c := matchColdLoads(trace, *traceStartMs, loads, size, *loadBPS)
+			t.ColdLoads = &c
+		}
 	}
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
